@@ -1,0 +1,42 @@
+"""The ``statemap`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from cluster.errors import ClusterError
+from jobs import demo, sample, train
+from jobs.errors import ConfigError
+from unet.errors import UNetError
+
+_COMMANDS = {
+    "demo": (demo, "generate the sample region, train the U-Net and the random forest, compare"),
+    "sample": (sample, "write the generated sample region and a training config for it"),
+    "train": (train, "train a U-Net from a config; writes checkpoint, metrics and figures"),
+}
+
+
+def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Known errors end the command with their message and exit code 2, no traceback."""
+    try:
+        return run(args)
+    except (ClusterError, ConfigError, UNetError) as exc:
+        print(f"statemap: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="statemap", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
+    args = parser.parse_args(argv)
+    return guarded(args.run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

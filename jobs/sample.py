@@ -1,0 +1,48 @@
+"""``statemap sample``: write the generated region and a training config for it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from cluster.sample import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
+from cluster.samplecat import write_region
+
+
+def write_sample(out: Path, spec: SampleSpec, train_seconds: float = 150.0) -> Path:
+    """Region under ``out/sample``; returns the path of ``out/train.yaml``."""
+    region = write_region(out / "sample", spec)
+    config = {
+        "image": str(region.composite.relative_to(out)),
+        "labels": str(region.labels.relative_to(out)),
+        "output": "model",
+        "bands": list(BANDS),
+        "classes": [
+            {"name": n, "color": c} for n, c in zip(CLASS_NAMES, CLASS_COLORS, strict=True)
+        ],
+        "model": {"base_width": 16, "depth": 3, "batch_norm": True},
+        "training": {
+            "chip_size": 128,
+            "batch_size": 8,
+            "max_seconds": train_seconds,
+            "seed": spec.seed,
+        },
+        "holdout": {"east_fraction": 0.3, "gap_px": 16},
+    }
+    path = out / "train.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", type=Path, help="output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=1024, help="region width and height, px")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = write_sample(args.out, SampleSpec(seed=args.seed, width=args.size, height=args.size))
+    print(f"sample region in {args.out / 'sample'}; training config {path}")
+    return 0

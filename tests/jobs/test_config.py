@@ -1,0 +1,68 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from jobs.config import load_train_config
+from jobs.errors import ConfigError
+
+GOOD = {
+    "image": "image.tif",
+    "labels": "labels.tif",
+    "output": "model",
+    "bands": ["blue", "green", "red", "nir"],
+    "classes": [{"name": "water", "color": "#0000ff"}, {"name": "land", "color": "#ffff00"}],
+    "training": {"max_seconds": 10},
+}
+
+
+def _write(tmp_path, doc) -> str:
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def test_good_config_resolves_paths_against_its_folder(tmp_path):
+    spec = load_train_config(_write(tmp_path, GOOD))
+    assert spec.image == tmp_path / "image.tif" and spec.output == tmp_path / "model"
+    assert spec.class_names == ("water", "land") and spec.max_seconds == 10
+    assert spec.model_config().in_bands == 4
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"training": {"batch_sise": 4}}, r"training\.batch_sise: unknown field"),
+        ({"training": {"lr": -1}}, r"training\.lr: Input should be greater than 0"),
+        ({"classes": [{"name": "water", "color": "blue"}] * 2}, r"classes\.0\.color: .*'#rrggbb'"),
+        ({"bands": ["red", "red"]}, r"bands: .*\['red'\] listed twice"),
+        ({"model": {"depth": 9}}, r"model\.depth: Input should be less than or equal to 6"),
+    ],
+)
+def test_wrong_field_is_named(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        load_train_config(_write(tmp_path, GOOD | change))
+
+
+def test_missing_field_is_named(tmp_path):
+    doc = {k: v for k, v in GOOD.items() if k != "labels"}
+    with pytest.raises(ConfigError, match="labels: required field is missing"):
+        load_train_config(_write(tmp_path, doc))
+
+
+def test_not_a_mapping_and_missing_file(tmp_path):
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_train_config(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_train_config(tmp_path / "nope.yaml")
+
+
+def test_command_line_reports_the_field_without_traceback(tmp_path):
+    path = _write(tmp_path, GOOD | {"holdout": {"east_fraction": 1.5}})
+    run = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "train", path], capture_output=True, text=True
+    )
+    assert run.returncode == 2
+    assert "holdout.east_fraction" in run.stderr and "Traceback" not in run.stderr

@@ -1,0 +1,51 @@
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    statemap = Path(sys.executable).with_name("statemap")
+    run = subprocess.run(
+        [
+            str(statemap),
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--size",
+            "256",
+            "--seconds",
+            "12",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"mean IoU\s+\d\.\d{3}\s+\d\.\d{3}", run.stdout)
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert {"unet", "random_forest"} <= metrics.keys()
+    for name in ("checkpoint.safetensors", "training_curve.png", "confusion_forest.png"):
+        assert (tmp_path / "model" / name).is_file()
+    assert (tmp_path / "sample" / "catalog.json").is_file()
+
+
+@pytest.mark.slow
+def test_benchmark_prints_its_figures(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "unet_vs_rf.py"), "--seconds", "5", "--size", "256"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    last = run.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"unet_miou=\d\.\d{4} rf_miou=\d\.\d{4} train_s=\d+\.\d", last), last

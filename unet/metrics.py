@@ -1,0 +1,122 @@
+"""Per-pixel accuracy on held-out ground truth: overall accuracy, per-class
+IoU, their mean, and the confusion matrix; plus the two report figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+from unet.data import IGNORE
+
+matplotlib.use("Agg")  # no screen on cluster nodes or CI
+from matplotlib import pyplot as plt
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Rows of ``confusion`` are the truth, columns the prediction."""
+
+    confusion: np.ndarray
+    class_names: tuple[str, ...]
+
+    @property
+    def overall_accuracy(self) -> float:
+        total = self.confusion.sum()
+        return float(np.trace(self.confusion) / total) if total else float("nan")
+
+    @property
+    def iou(self) -> np.ndarray:
+        """NaN for a class absent from both truth and prediction."""
+        tp = np.diag(self.confusion).astype(float)
+        union = self.confusion.sum(0) + self.confusion.sum(1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, tp / union, np.nan)
+
+    @property
+    def miou(self) -> float:
+        return float(np.nanmean(self.iou))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "overall_accuracy": self.overall_accuracy,
+            "miou": self.miou,
+            "iou": {
+                n: (None if np.isnan(v) else float(v))
+                for n, v in zip(self.class_names, self.iou, strict=True)
+            },
+            "confusion": self.confusion.tolist(),
+            "class_names": list(self.class_names),
+        }
+
+    def table(self) -> str:
+        lines = [f"{'class':<14}{'IoU':>7}"]
+        lines += [f"{n:<14}{v:>7.3f}" for n, v in zip(self.class_names, self.iou, strict=True)]
+        lines.append(f"{'mean IoU':<14}{self.miou:>7.3f}")
+        lines.append(f"{'overall acc.':<14}{self.overall_accuracy:>7.3f}")
+        return "\n".join(lines)
+
+
+def score(truth: np.ndarray, pred: np.ndarray, class_names: tuple[str, ...]) -> Scores:
+    """Confusion over the pixels whose truth is a class (``IGNORE`` skipped)."""
+    if truth.shape != pred.shape:
+        raise ValueError(f"truth {truth.shape} and prediction {pred.shape} differ in shape")
+    n = len(class_names)
+    keep = truth != IGNORE
+    t = truth[keep].astype(np.int64)
+    p = pred[keep].astype(np.int64)
+    if (p >= n).any():
+        raise ValueError(f"prediction holds values outside the {n} classes")
+    confusion = np.bincount(t * n + p, minlength=n * n).reshape(n, n)
+    return Scores(confusion=confusion, class_names=class_names)
+
+
+def plot_confusion(scores: Scores, path: str | Path, title: str = "Held-out confusion") -> None:
+    cm = scores.confusion.astype(float)
+    rows = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    n = len(scores.class_names)
+    fig, ax = plt.subplots(figsize=(1.3 * n + 2.5, 1.3 * n + 2))
+    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), scores.class_names, rotation=35, ha="right")
+    ax.set_yticks(range(n), scores.class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            ax.text(
+                j,
+                i,
+                f"{rows[i, j]:.2f}\n{int(cm[i, j])}",
+                ha="center",
+                va="center",
+                color="white" if rows[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
+    ax.set_title(f"{title}\nOA {scores.overall_accuracy:.3f}, mIoU {scores.miou:.3f}")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curve(history: list[dict[str, float]], path: str | Path) -> None:
+    """Training loss per step and held-out mIoU at each evaluation."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [h["step"] for h in history if "loss" in h]
+    ax.plot(steps, [h["loss"] for h in history if "loss" in h], lw=0.8, color="tab:blue")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss", color="tab:blue")
+    ax.set_yscale("log")
+    evals = [h for h in history if "miou" in h]
+    if evals:
+        ax2 = ax.twinx()
+        ax2.plot([h["step"] for h in evals], [h["miou"] for h in evals], "o-", color="tab:red")
+        ax2.set_ylabel("held-out mIoU", color="tab:red")
+        ax2.set_ylim(0, 1)
+    ax.set_title("U-Net training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
