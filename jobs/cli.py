@@ -7,13 +7,14 @@ import sys
 from collections.abc import Callable
 
 from cluster.errors import ClusterError
-from jobs import demo, sample, train
+from jobs import demo, predict, sample, train
 from jobs.errors import ConfigError
 from unet.errors import UNetError
 
 _COMMANDS = {
     "demo": (demo, "generate the sample region, train the U-Net and the random forest, compare"),
     "sample": (sample, "write the generated sample region and a training config for it"),
+    "predict": (predict, "map a region with a trained U-Net on Ray actors into one Zarr store"),
     "train": (train, "train a U-Net from a config; writes checkpoint, metrics and figures"),
 }
 

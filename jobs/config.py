@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cluster.grid import Grid, load_region
+from cluster.pipeline import RunSpec
+from cluster.predictor import PredictorSetup
 from jobs.errors import ConfigError
 from unet.train import TrainSpec
 
+_M = TypeVar("_M", bound=BaseModel)
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -101,6 +105,74 @@ class TrainConfig(_Strict):
         )
 
 
+class PeriodSection(_Strict):
+    start: str | None = None  # ISO date or datetime, inclusive
+    end: str | None = None
+
+
+class GridSection(_Strict):
+    crs: str
+    resolution: Annotated[float, Field(gt=0)]
+    tile_size: Annotated[int, Field(ge=16, le=8192)] = 256
+    halo: Annotated[int, Field(ge=0)] = 32
+    origin: tuple[float, float] | None = None  # default: snapped north-west of the region
+
+
+class RunSection(_Strict):
+    batch_size: Annotated[int, Field(ge=1, le=256)] = 4
+    actors: Annotated[int, Field(ge=0)] = 0
+    device: str = "auto"
+    run_id: str = ""
+    flush_seconds: Annotated[float, Field(ge=0)] = 5.0
+
+
+class PredictConfig(_Strict):
+    catalog: str
+    collections: list[str] | None = None
+    period: PeriodSection = PeriodSection()
+    max_cloud_cover: Annotated[float, Field(ge=0, le=100)] | None = None
+    region: str
+    checkpoint: str
+    store: str
+    grid: GridSection
+    run: RunSection = RunSection()
+
+    def to_spec(self, base: Path) -> RunSpec:
+        region = _local(self.region, base)
+        g = self.grid
+        if g.origin is None:
+            bounds = load_region(region, g.crs).bounds
+            grid = Grid.covering(g.crs, bounds, g.resolution, g.tile_size, g.halo)
+        else:
+            grid = Grid(g.crs, g.origin, g.resolution, g.tile_size, g.halo)
+        setup = PredictorSetup(
+            checkpoint=_local(self.checkpoint, base),
+            catalog=_local(self.catalog, base),
+            collections=tuple(self.collections) if self.collections else None,
+            start=self.period.start,
+            end=self.period.end,
+            max_cloud_cover=self.max_cloud_cover,
+            region=region,
+            grid=grid,
+            store=_local(self.store, base),
+            batch_size=self.run.batch_size,
+            device=self.run.device,
+        )
+        return RunSpec(
+            setup=setup,
+            run_id=self.run.run_id,
+            actors=self.run.actors,
+            flush_s=self.run.flush_seconds,
+        )
+
+
+def _local(uri: str, base: Path) -> str:
+    """A relative path is taken from the config's folder; URIs are left alone."""
+    if "://" in uri:
+        return uri[len("file://") :] if uri.startswith("file://") else uri
+    return str((base / uri).resolve())
+
+
 def _describe(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid config"]
     for err in exc.errors():
@@ -127,10 +199,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def load_train_config(path: str | Path) -> TrainSpec:
-    path = Path(path)
+def _load(model: type[_M], path: str | Path) -> _M:
     try:
-        config = TrainConfig.model_validate(read_yaml(path))
+        return model.model_validate(read_yaml(path))
     except ValidationError as exc:
         raise ConfigError(_describe(exc, str(path))) from exc
-    return config.to_spec(path.resolve().parent)
+
+
+def load_train_config(path: str | Path) -> TrainSpec:
+    return _load(TrainConfig, path).to_spec(Path(path).resolve().parent)
+
+
+def load_predict_config(path: str | Path) -> RunSpec:
+    return _load(PredictConfig, path).to_spec(Path(path).resolve().parent)

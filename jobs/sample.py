@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from cluster.sample import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
-from cluster.samplecat import write_region
+from cluster.samplecat import SampleRegion, write_region
 
 
 def write_sample(out: Path, spec: SampleSpec, train_seconds: float = 150.0) -> Path:
-    """Region under ``out/sample``; returns the path of ``out/train.yaml``."""
+    """Region under ``out/sample`` with ``out/train.yaml`` and ``out/predict.yaml``
+    beside it; returns the training config's path."""
     region = write_region(out / "sample", spec)
     config = {
         "image": str(region.composite.relative_to(out)),
@@ -33,7 +35,31 @@ def write_sample(out: Path, spec: SampleSpec, train_seconds: float = 150.0) -> P
     }
     path = out / "train.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+    (out / "predict.yaml").write_text(yaml.safe_dump(predict_config(region, spec), sort_keys=False))
     return path
+
+
+def predict_config(region: SampleRegion, spec: SampleSpec, tile_size: int = 256) -> dict[str, Any]:
+    """Map the sample region from its Sentinel-2 scenes with the demo's model.
+
+    The grid's origin is the region's corner, so the store lines up with the
+    label raster pixel for pixel."""
+    root = region.root.parent
+    return {
+        "catalog": str(region.catalog.relative_to(root)),
+        "collections": ["sentinel-2-l2a"],
+        "region": str(region.boundary.relative_to(root)),
+        "checkpoint": "model/checkpoint.safetensors",
+        "store": "map.zarr",
+        "grid": {
+            "crs": spec.crs,
+            "resolution": spec.resolution,
+            "tile_size": tile_size,
+            "halo": 32,
+            "origin": list(spec.origin),
+        },
+        "run": {"batch_size": 4},
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

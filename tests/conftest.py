@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+import yaml
 
 from cluster.sample import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec, synthesize
+from jobs.config import load_train_config
+from jobs.sample import write_sample
+from unet.train import train
 
 TINY = SampleSpec(seed=3, width=192, height=192, stand_px=64)
 
@@ -52,3 +58,46 @@ def tiny_pair(tmp_path, tiny_scene) -> tuple[Path, Path]:
 @pytest.fixture
 def class_table() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return CLASS_NAMES, CLASS_COLORS
+
+
+# Ray binds to loopback only (its default is the machine's outward address).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+SAMPLE_SPEC = SampleSpec(seed=5, width=384, height=384, stand_px=96)
+
+
+@pytest.fixture(scope="session")
+def trained_sample(tmp_path_factory) -> Path:
+    """The sample region, a briefly trained small U-Net, and a predict.yaml
+    with 64-px tiles (36 of them) whose done record is flushed at every batch."""
+    out = tmp_path_factory.mktemp("trained-sample")
+    spec = load_train_config(write_sample(out, SAMPLE_SPEC))
+    spec = dataclasses.replace(
+        spec,
+        base_width=8,
+        chip_size=64,
+        batch_size=8,
+        max_steps=150,
+        max_seconds=1e6,
+        evaluations=0,
+    )
+    train(spec, progress=False, log=lambda _: None)
+    config = yaml.safe_load((out / "predict.yaml").read_text())
+    config["grid"]["tile_size"] = 64
+    config["run"]["flush_seconds"] = 0
+    (out / "predict.yaml").write_text(yaml.safe_dump(config))
+    return out
+
+
+def predict_config(sample: Path, folder: Path, **grid_or_run: object) -> Path:
+    """The sample's predict.yaml with absolute paths and its store in ``folder``."""
+    config = yaml.safe_load((sample / "predict.yaml").read_text())
+    for key in ("catalog", "region", "checkpoint"):
+        config[key] = str(sample / config[key])
+    config["store"] = str(folder / "map.zarr")
+    for key, value in grid_or_run.items():
+        section = "grid" if key in ("tile_size", "halo") else "run"
+        config[section][key] = value
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "predict.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -151,6 +151,27 @@ def parse_checkpoint(data: bytes, source: str = "checkpoint") -> tuple[UNet, Mod
     return model, card
 
 
+def read_card(path: str | os.PathLike[str]) -> ModelCard:
+    """The model card alone, from the file's JSON header: the driver checks a
+    run against it without loading (or shipping) any weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise UNetError(f"checkpoint {path} does not exist: train one with `statemap train`")
+    with path.open("rb") as f:
+        head = f.read(8)
+        header_len = int.from_bytes(head, "little") if len(head) == 8 else 0
+        try:
+            if not 0 < header_len < 100_000_000:
+                raise ValueError(f"header length {header_len}")
+            header = json.loads(f.read(header_len))
+        except ValueError as exc:
+            raise UNetError(f"{path} is not a readable safetensors checkpoint: {exc}") from exc
+    raw = header.get("__metadata__", {}).get("statemap")
+    if raw is None:
+        raise UNetError(f"{path} has no 'statemap' metadata: it was not written by statemap")
+    return ModelCard.from_json(json.loads(raw), str(path))
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[UNet, ModelCard]:
     path = Path(path)
     if not path.is_file():
