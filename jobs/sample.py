@@ -15,6 +15,7 @@ from cluster.samplecat import SampleRegion, write_region
 def write_sample(out: Path, spec: SampleSpec, train_seconds: float = 150.0) -> Path:
     """Region under ``out/sample`` with ``out/train.yaml`` and ``out/predict.yaml``
     beside it; returns the training config's path."""
+    out = out.resolve()
     region = write_region(out / "sample", spec)
     config = {
         "image": str(region.composite.relative_to(out)),

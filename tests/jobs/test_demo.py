@@ -11,30 +11,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
+    """The whole chain, with a relative --out as a newcomer types it."""
     statemap = Path(sys.executable).with_name("statemap")
+    args = ["demo", "--out", "demo-out", "--size", "256", "--seconds", "12", "--quiet"]
     run = subprocess.run(
-        [
-            str(statemap),
-            "demo",
-            "--out",
-            str(tmp_path),
-            "--size",
-            "256",
-            "--seconds",
-            "12",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [str(statemap), *args], capture_output=True, text=True, timeout=600, cwd=tmp_path
     )
     assert run.returncode == 0, run.stderr
     assert re.search(r"mean IoU\s+\d\.\d{3}\s+\d\.\d{3}", run.stdout)
-    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert re.search(r"\d+ tiles done, 0 skipped .* 0 failed", run.stdout)
+    assert re.search(r"map against ground truth: whole region OA \d\.\d{3}", run.stdout)
+    out = tmp_path / "demo-out"
+    metrics = json.loads((out / "model" / "metrics.json").read_text())
     assert {"unet", "random_forest"} <= metrics.keys()
     for name in ("checkpoint.safetensors", "training_curve.png", "confusion_forest.png"):
-        assert (tmp_path / "model" / name).is_file()
-    assert (tmp_path / "sample" / "catalog.json").is_file()
+        assert (out / "model" / name).is_file()
+    assert (out / "sample" / "catalog.json").is_file()
+    assert (out / "map.zarr" / "zarr.json").is_file()
 
 
 @pytest.mark.slow
