@@ -12,8 +12,10 @@ newest, then id), so every tile mosaics the same way in every run, and a
 spatial index answers "which items meet this tile" in microseconds. A state's
 worth of Sentinel-2 scenes is a few thousand records: small enough to hold.
 
-Static catalogs are walked with pystac; a STAC API is searched with
-pystac-client, imported only when a URI needs it.
+Static catalogs are walked with pystac, on a local disk or in S3
+(``s3://bucket/.../catalog.json``; its relative hrefs then resolve to s3://
+URIs, which the reader opens through GDAL's /vsis3/); a STAC API is searched
+with pystac-client, imported only when a URI needs it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.warp import transform_bounds, transform_geom
 
+from cluster import objstore
 from cluster.errors import ClusterError
 from cluster.region import Region
 
@@ -198,7 +201,14 @@ def _mosaic_key(ref: ItemRef) -> tuple[float, float, str, str]:
 
 def _static_items(uri: str, wanted: set[str] | None) -> Iterable[pystac.Item]:
     path = uri.removeprefix("file://")
-    if "://" not in path:
+    if objstore.is_s3(path):
+        if not path.lower().endswith(".json"):  # a "folder": the catalog.json in it
+            names = ("catalog.json", "collection.json")
+            found = (objstore.join(path, n) for n in names)
+            path = next((p for p in found if objstore.exists(p)), "")
+            if not path:
+                raise ClusterError(f"catalog {uri}: no catalog.json there; give its s3:// URI")
+    elif "://" not in path:
         path = os.path.abspath(path)
         for name in ("catalog.json", "collection.json"):
             if os.path.isdir(path) and os.path.isfile(os.path.join(path, name)):
@@ -206,7 +216,7 @@ def _static_items(uri: str, wanted: set[str] | None) -> Iterable[pystac.Item]:
         if not os.path.isfile(path):
             raise ClusterError(f"catalog {uri}: no such file; give the path of catalog.json")
     try:
-        obj = pystac.read_file(path)
+        obj = pystac.read_file(path, stac_io=objstore.S3StacIO())
     except (OSError, ValueError, KeyError, TypeError, pystac.STACError) as exc:
         raise ClusterError(f"catalog {uri}: cannot be read as STAC ({exc})") from exc
     if not isinstance(obj, pystac.Catalog):

@@ -12,25 +12,23 @@ Its format, little-endian: ``b"STMDONE1"``, uint32 rows, uint32 cols, then
 relative to the store layout's first row and column. zlib's checksum catches
 a truncated or damaged record.
 
-The three functions ``read_bytes`` / ``write_bytes_atomic`` / ``exists`` are
-the only places that touch storage by URI, so adding ``s3://`` means adding a
-branch to each of them (and to ``store._zarr_store``), nothing else.
+The functions ``read_bytes`` / ``write_bytes_atomic`` / ``exists`` /
+``remove_partials`` are the store's only byte I/O by URI; they take a store
+URI and a key, and hand local paths and ``s3://`` URIs alike to
+``cluster.objstore``.
 """
 
 from __future__ import annotations
 
 import glob
-import os
 import struct
-import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 import numpy as np
 
+from cluster import objstore
 from cluster.errors import ClusterError
 from cluster.grid import Tile
 
@@ -44,71 +42,39 @@ _HEADER = struct.Struct("<8sII")
 
 def local_path(uri: str) -> Path:
     """The filesystem path of a plain-path or ``file://`` URI; other schemes are refused."""
-    if not isinstance(uri, str) or not uri.strip():
-        raise ClusterError(f"store URI must be a non-empty string, got {uri!r}")
-    if "://" not in uri:
-        return Path(uri)
-    scheme = uri.split("://", 1)[0].lower()
-    if scheme == "file":
-        parts = urlsplit(uri)
-        if parts.netloc not in ("", "localhost"):
-            raise ClusterError(
-                f"store URI {uri!r} names host {parts.netloc!r}; file:// URIs must be local "
-                "(file:///absolute/path)"
-            )
-        return Path(url2pathname(parts.path))
-    if scheme == "s3":
-        raise ClusterError(
-            f"store URI {uri!r}: s3:// stores are not supported yet; give a local path"
-        )
-    raise ClusterError(
-        f"store URI {uri!r} has unknown scheme {scheme!r}; give a local path or file:// URI"
-    )
-
-
-def _key_path(uri: str, key: str) -> Path:
-    return local_path(uri) / key if key else local_path(uri)
+    return objstore.local_path(uri)
 
 
 def exists(uri: str, key: str = "") -> bool:
     """Whether the object ``key`` under ``uri`` exists; with ``key=""``, whether anything
-    at all is stored at ``uri`` (a file, or a directory that is not empty)."""
-    path = _key_path(uri, key)
-    if path.is_dir():
-        return key == "" and any(path.iterdir())
-    return path.exists()
+    at all is stored at ``uri`` (a file or object, or a directory or prefix not empty)."""
+    if not key:
+        return objstore.exists_under(uri)
+    if objstore.is_s3(uri):
+        return objstore.exists(objstore.join(uri, key))
+    path = local_path(uri) / key
+    return path.exists() and not path.is_dir()
 
 
 def read_bytes(uri: str, key: str) -> bytes | None:
     """The object's bytes, or None when it does not exist."""
-    try:
-        return _key_path(uri, key).read_bytes()
-    except FileNotFoundError:
-        return None
+    return objstore.read_bytes(objstore.join(uri, key))
 
 
 def write_bytes_atomic(uri: str, key: str, data: bytes) -> None:
-    """Replace the object whole: readers see the old bytes or the new, never a mix."""
-    path = _key_path(uri, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stray in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        stray.unlink(missing_ok=True)  # left by a killed writer; there is only one writer
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Replace the object whole: readers see the old bytes or the new, never a mix
+    (locally temp file + ``os.replace``; on S3 one PUT, which is atomic)."""
+    objstore.write_bytes_atomic(objstore.join(uri, key), data)
 
 
 def remove_partials(uri: str, key: str) -> None:
     """Delete what a writer killed mid-write left beside ``key`` (zarr's LocalStore writes
     ``<key>.<uuid>.partial`` then renames), so a resumed store ends byte-identical to an
-    uninterrupted one. Only the key's own writer calls it: one tile, one writer."""
-    path = _key_path(uri, key)
+    uninterrupted one. Only the key's own writer calls it: one tile, one writer. On S3
+    there is nothing to remove: an interrupted PUT leaves no object."""
+    if objstore.is_s3(uri):
+        return
+    path = local_path(uri) / key
     for stray in path.parent.glob(f"{glob.escape(path.name)}.*.partial"):
         stray.unlink(missing_ok=True)
 

@@ -20,7 +20,7 @@ import logging
 import os
 from urllib.parse import urlsplit
 
-__all__ = ["DEFAULTS", "configure_gdal"]
+__all__ = ["DEFAULTS", "ENDPOINT_VARS", "configure_gdal"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ DEFAULTS: dict[str, str] = {
 }
 
 # boto3 reads the endpoint from AWS_ENDPOINT_URL(_S3); GDAL wants AWS_S3_ENDPOINT.
-_ENDPOINT_VARS = ("AWS_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+ENDPOINT_VARS = ("AWS_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
 def configure_gdal() -> None:
@@ -80,7 +80,7 @@ def _setdefault(key: str, value: str) -> bool:
 
 
 def _configure_s3_endpoint() -> dict[str, str]:
-    source = next((var for var in _ENDPOINT_VARS if os.environ.get(var)), None)
+    source = next((var for var in ENDPOINT_VARS if os.environ.get(var)), None)
     if source is None:
         return {}
     endpoint = os.environ[source].strip()

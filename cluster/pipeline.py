@@ -22,9 +22,9 @@ from cluster.catalog import Catalog
 from cluster.errors import ClusterError
 from cluster.gdalenv import configure_gdal
 from cluster.grid import Region, Tile, iter_tiles, load_region
-from cluster.predictor import Predictor, PredictorSetup, TileResult
+from cluster.predictor import Predictor, PredictorSetup, TileResult, checkpoint_bytes
 from cluster.store import RunAttrs, StoreLayout, TileStore
-from unet.checkpoint import ModelCard, checkpoint_hash, read_card
+from unet.checkpoint import ModelCard, card_from_bytes
 
 VERSION = "0.1.0"
 
@@ -94,7 +94,8 @@ class Checked:
 
 def check_inputs(setup: PredictorSetup) -> Checked:
     """Everything that can be refused before an actor starts."""
-    card = read_card(setup.checkpoint)
+    data = checkpoint_bytes(setup.checkpoint)
+    card = card_from_bytes(data, setup.checkpoint)
     grid = setup.grid
     if abs(card.resolution - grid.resolution) > 1e-6 * card.resolution:
         raise ClusterError(
@@ -120,7 +121,7 @@ def check_inputs(setup: PredictorSetup) -> Checked:
     )
     catalog.check_covers(region)
     return Checked(
-        checkpoint_sha256=checkpoint_hash(setup.checkpoint),
+        checkpoint_sha256=hashlib.sha256(data).hexdigest(),
         card=card,
         region=region,
         layout=StoreLayout.for_bounds(grid, region.bounds),

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cluster import objstore
 from cluster.catalog import Catalog
 from cluster.errors import ClusterError
 from cluster.gdalenv import configure_gdal
 from cluster.grid import Grid, Tile, load_region, region_mask
 from cluster.reader import read_window
 from cluster.store import TileStore
-from unet.checkpoint import load_checkpoint
+from unet.checkpoint import parse_checkpoint
 from unet.data import normalize
 from unet.model import autocast, pick_device, prepare_for_device
 
@@ -62,6 +63,14 @@ def confidence_to_uint8(p: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(p, 0.0, 1.0) * 254.0).astype(np.uint8)
 
 
+def checkpoint_bytes(uri: str) -> bytes:
+    """A checkpoint from a local path or s3://; each actor reads its own copy."""
+    data = objstore.read_bytes(uri)
+    if data is None:
+        raise ClusterError(f"checkpoint {uri} does not exist: check the path or train one")
+    return data
+
+
 class Predictor:
     """Plain class, wrapped as a Ray actor by ``cluster.pipeline``; usable
     without Ray in tests and benchmarks."""
@@ -72,7 +81,7 @@ class Predictor:
             torch.set_num_threads(setup.threads)
         self.setup = setup
         self.device = pick_device(setup.device)
-        model, self.card = load_checkpoint(setup.checkpoint)
+        model, self.card = parse_checkpoint(checkpoint_bytes(setup.checkpoint), setup.checkpoint)
         self.model = prepare_for_device(model, self.device).eval()
         self.mean = np.asarray(self.card.mean, dtype=np.float32)
         self.std = np.asarray(self.card.std, dtype=np.float32)

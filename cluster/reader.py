@@ -34,6 +34,7 @@ from rasterio.warp import reproject, transform, transform_bounds
 from rasterio.windows import Window
 from rasterio.windows import from_bounds as window_from_bounds
 
+from cluster import objstore
 from cluster.catalog import BandSource, ItemRef
 from cluster.errors import ClusterError
 from cluster.gdalenv import configure_gdal
@@ -368,7 +369,7 @@ def _dataset(href: str) -> DatasetReader:
         cache.move_to_end(href)
         return hit[0]
     _evict(href)
-    src = rasterio.open(href)
+    src = rasterio.open(objstore.gdal_path(href))  # s3:// -> /vsis3/
     cache[href] = (src, stamp)
     while len(cache) > _MAX_OPEN:
         cache.popitem(last=False)[1][0].close()

@@ -15,7 +15,6 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import shapely
@@ -79,7 +78,7 @@ def load_region(source: str | os.PathLike[str] | Mapping[str, Any], grid_crs: st
     if isinstance(source, Mapping):
         name, doc = "<geojson dict>", source
     else:
-        name, doc = str(source), _read_json(Path(source))
+        name, doc = str(source), _read_json(str(source))
     target = _parse_crs(grid_crs, f"{name}: grid CRS")
     parts = []
     for index, geom, crs_text in _walk(doc, name, GEOJSON_DEFAULT_CRS, "root"):
@@ -108,11 +107,15 @@ def load_region(source: str | os.PathLike[str] | Mapping[str, Any], grid_crs: st
     return Region(merged, grid_crs, name)
 
 
-def _read_json(path: Path) -> Mapping[str, Any]:
+def _read_json(path: str) -> Mapping[str, Any]:
+    """A local path or an s3:// URI."""
+    from cluster import objstore  # deferred: objstore pulls in boto3
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ClusterError(f"{path}: region file not found; check the path") from exc
+        data = objstore.read_bytes(path)
+        if data is None:
+            raise ClusterError(f"{path}: region file not found; check the path")
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ClusterError(f"{path}: cannot read region file ({exc})") from exc
     try:

@@ -6,7 +6,7 @@ zstd at a fixed level, so a rewritten tile is byte-identical; 255 is nodata.
 Empty chunks are written too (``write_empty_chunks``), so every finished tile
 is exactly one object per array, whatever its content.
 
-On disk (local; s3:// later, see ``_zarr_store`` and ``cluster.donerecord``)::
+On disk or under an s3:// prefix alike (``cluster.objstore``), the same keys::
 
     <store>/zarr.json            group; attributes["statemap"] = run metadata
     <store>/class/c/<i>/<j>      uint8 class map of tile (row0 + i, col0 + j)
@@ -32,10 +32,11 @@ import zarr
 import zarr.errors
 from affine import Affine
 from rasterio.crs import CRS
+from zarr.abc.store import Store
 from zarr.codecs import ZstdCodec
-from zarr.storage import LocalStore
 
 from cluster import donerecord as rec
+from cluster import objstore
 from cluster.errors import ClusterError
 from cluster.grid import Bounds, Grid, Tile
 
@@ -178,9 +179,9 @@ class RunAttrs:
         )
 
 
-def _zarr_store(uri: str, read_only: bool) -> LocalStore:
-    """The zarr Store for a URI: the one place to add s3:// (zarr.storage.ObjectStore)."""
-    return LocalStore(rec.local_path(uri), read_only=read_only)
+def _zarr_store(uri: str, read_only: bool) -> Store:
+    """The zarr Store for a URI: LocalStore, or ObjectStore over obstore for s3://."""
+    return objstore.zarr_store(uri, read_only=read_only)
 
 
 def _metadata(layout: StoreLayout, attrs: RunAttrs) -> dict[str, Any]:

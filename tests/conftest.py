@@ -101,3 +101,6 @@ def predict_config(sample: Path, folder: Path, **grid_or_run: object) -> Path:
     path = folder / "predict.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+from tests.s3server import s3_server  # noqa: E402, F401

@@ -130,18 +130,28 @@ def save_checkpoint(path: str | os.PathLike[str], model: UNet, card: ModelCard) 
     return hashlib.sha256(data).hexdigest()
 
 
-def parse_checkpoint(data: bytes, source: str = "checkpoint") -> tuple[UNet, ModelCard]:
-    """Rebuild the model from checkpoint bytes, wherever they were read from."""
+def card_from_bytes(data: bytes, source: str = "checkpoint") -> ModelCard:
+    """The model card from a checkpoint's JSON header; the tensors are not read."""
+    header_len = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
     try:
-        tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
+        if not 0 < header_len <= len(data) - 8:
+            raise ValueError(f"header length {header_len} does not fit a {len(data)}-byte file")
         header = json.loads(data[8 : 8 + header_len])
-    except (SafetensorError, ValueError) as exc:
+    except ValueError as exc:
         raise UNetError(f"{source} is not a readable safetensors checkpoint: {exc}") from exc
-    raw = header.get("__metadata__", {}).get("statemap")
+    raw = header.get("__metadata__", {}).get("statemap") if isinstance(header, dict) else None
     if raw is None:
         raise UNetError(f"{source} has no 'statemap' metadata: it was not written by statemap")
-    card = ModelCard.from_json(json.loads(raw), source)
+    return ModelCard.from_json(json.loads(raw), source)
+
+
+def parse_checkpoint(data: bytes, source: str = "checkpoint") -> tuple[UNet, ModelCard]:
+    """Rebuild the model from checkpoint bytes, wherever they were read from."""
+    card = card_from_bytes(data, source)
+    try:
+        tensors = st_load(data)
+    except (SafetensorError, ValueError) as exc:
+        raise UNetError(f"{source} is not a readable safetensors checkpoint: {exc}") from exc
     model = UNet(card.config)
     try:
         model.load_state_dict(tensors, strict=True)
@@ -149,27 +159,6 @@ def parse_checkpoint(data: bytes, source: str = "checkpoint") -> tuple[UNet, Mod
         raise UNetError(f"{source}: weights do not fit the architecture {card.config}") from exc
     model.eval()
     return model, card
-
-
-def read_card(path: str | os.PathLike[str]) -> ModelCard:
-    """The model card alone, from the file's JSON header: the driver checks a
-    run against it without loading (or shipping) any weights."""
-    path = Path(path)
-    if not path.is_file():
-        raise UNetError(f"checkpoint {path} does not exist: train one with `statemap train`")
-    with path.open("rb") as f:
-        head = f.read(8)
-        header_len = int.from_bytes(head, "little") if len(head) == 8 else 0
-        try:
-            if not 0 < header_len < 100_000_000:
-                raise ValueError(f"header length {header_len}")
-            header = json.loads(f.read(header_len))
-        except ValueError as exc:
-            raise UNetError(f"{path} is not a readable safetensors checkpoint: {exc}") from exc
-    raw = header.get("__metadata__", {}).get("statemap")
-    if raw is None:
-        raise UNetError(f"{path} has no 'statemap' metadata: it was not written by statemap")
-    return ModelCard.from_json(json.loads(raw), str(path))
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[UNet, ModelCard]:
