@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
+from importlib.metadata import PackageNotFoundError, version
 
 import ray
 from tqdm import tqdm
@@ -21,12 +22,15 @@ from tqdm import tqdm
 from cluster.catalog import Catalog
 from cluster.errors import ClusterError
 from cluster.gdalenv import configure_gdal
-from cluster.grid import Region, Tile, iter_tiles, load_region
+from cluster.grid import Region, Tile, count_tiles, iter_tiles, load_region
 from cluster.predictor import Predictor, PredictorSetup, TileResult, checkpoint_bytes
 from cluster.store import RunAttrs, StoreLayout, TileStore
 from unet.checkpoint import ModelCard, card_from_bytes
 
-VERSION = "0.1.0"
+try:
+    VERSION = version("statemap")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    VERSION = "0+unknown"
 
 
 @dataclass(frozen=True)
@@ -215,7 +219,8 @@ def run_predict(
         ray.get([actor.pid.remote() for actor in actors])
     except ray.exceptions.RayActorError as exc:
         raise ClusterError(f"prediction actors failed to start: {exc}") from exc
-    bar = tqdm(desc="predict", unit="tile", disable=not progress)
+    total = count_tiles(setup.grid, region)  # cheap: counted row by row, never listed
+    bar = tqdm(desc="predict", unit="tile", total=total, initial=len(done), disable=not progress)
     batches = _batches(pending(), setup.batch_size)
     in_flight: dict[ray.ObjectRef, tuple[int, list[str]]] = {}
     newly_done: list[Tile] = []

@@ -108,6 +108,7 @@ def test_tiles_are_seamless(reference, trained_sample):
     tiled = _whole(TileStore.open(str(store_path)))
     valid = tiled != 255
     differ = (whole != tiled) & valid
+    print(f"seamless: {differ.sum()} of {valid.sum()} px differ", end="; ")
     assert differ.sum() / valid.sum() <= 0.001, differ.sum() / valid.sum()
     idx = np.arange(n) % grid.tile_size
     near = (idx < 2) | (idx >= grid.tile_size - 2)
@@ -116,6 +117,7 @@ def test_tiles_are_seamless(reference, trained_sample):
         False  # outer edge: no neighbour
     )
     interior = valid & ~(near[:, None] | near[None, :])
+    print(f"border {differ[border].mean():.5f}, interior {differ[interior].mean():.5f}")
     assert differ[border].mean() <= differ[interior].mean() + 1e-12
 
 
