@@ -7,11 +7,13 @@ import sys
 from collections.abc import Callable
 
 from cluster.errors import ClusterError
+from jobs import compile as compile_job
 from jobs import demo, predict, sample, train
 from jobs.errors import ConfigError
 from unet.errors import UNetError
 
 _COMMANDS = {
+    "compile": (compile_job, "turn a run's Zarr store into cloud-optimized GeoTIFFs"),
     "demo": (demo, "generate the sample region, train the U-Net and the random forest, compare"),
     "sample": (sample, "write the generated sample region and a training config for it"),
     "predict": (predict, "map a region with a trained U-Net on Ray actors into one Zarr store"),

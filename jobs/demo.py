@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from cluster.compile import compile_store
 from cluster.pipeline import run_predict
 from cluster.sample import NODATA_CLASS, SampleSpec
 from cluster.store import TileStore
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         f"map against ground truth: whole region OA {whole[0]:.3f} mIoU {whole[1]:.3f}; "
         f"held-out area OA {east[0]:.3f} mIoU {east[1]:.3f}"
     )
+    cogs = compile_store(summary.store, args.out / "cogs")
+    print("cloud-optimized GeoTIFFs: " + ", ".join(str(p) for p in cogs))
     return 1 if summary.failed else 0
 
 

@@ -28,6 +28,15 @@ def test_demo_runs_end_to_end(tmp_path):
         assert (out / "model" / name).is_file()
     assert (out / "sample" / "catalog.json").is_file()
     assert (out / "map.zarr" / "zarr.json").is_file()
+    assert sorted(p.name for p in (out / "cogs").glob("*.tif")) == [
+        f"{name}_{kind}.tif" for name in [_run_id(run.stdout)] for kind in ("class", "confidence")
+    ]
+
+
+def _run_id(stdout: str) -> str:
+    match = re.search(r"^run (\S+):", stdout, re.MULTILINE)
+    assert match, stdout
+    return match.group(1)
 
 
 @pytest.mark.slow

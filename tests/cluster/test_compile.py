@@ -1,0 +1,206 @@
+"""Zarr store -> COGs: validity, georeferencing, colour table, exact pixels, parts + VRT,
+bounded memory."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.crs import CRS
+from rio_cogeo.cogeo import cog_validate
+
+from cluster.compile import compile_store, overview_count, plan_parts
+from cluster.errors import ClusterError
+from cluster.grid import Grid, Tile
+from cluster.store import RunAttrs, StoreLayout, TileStore
+
+TS = 256
+GRID = Grid("EPSG:25832", (300000.0, 5600000.0), 10.0, TS, 0)
+LAYOUT = StoreLayout(GRID, row0=3, col0=5, rows=3, cols=4)
+ATTRS = RunAttrs(
+    run_id="run-a",
+    checkpoint_sha256="ab" * 32,
+    class_names=("water", "open land", "broadleaf", "conifer"),
+    class_colors=("#2c7fb8", "#e9d66b", "#41ab5d", "#00441b"),
+    software_version="0.1.0",
+)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _fill(store: TileStore, skip: set[tuple[int, int]]) -> None:
+    lay = store.layout
+    for r in range(lay.rows):
+        for c in range(lay.cols):
+            if (r, c) in skip:
+                continue
+            rng = np.random.default_rng([r, c])
+            classes = rng.integers(0, 4, (TS, TS), dtype=np.uint8)
+            classes[: 10 + r, 5:40] = 255
+            classes[rng.random((TS, TS)) < 0.05] = 255
+            conf = rng.integers(0, 255, (TS, TS), dtype=np.uint8)
+            conf[classes == 255] = 255
+            store.write_tile(Tile(lay.row0 + r, lay.col0 + c), classes, conf)
+
+
+@pytest.fixture(scope="module")
+def store_uri(tmp_path_factory) -> str:
+    uri = str(tmp_path_factory.mktemp("store") / "run.zarr")
+    _fill(TileStore.create_or_open(uri, LAYOUT, ATTRS), skip={(1, 2)})  # one unwritten tile
+    return uri
+
+
+@pytest.fixture(scope="module")
+def expected(store_uri) -> dict[str, np.ndarray]:
+    store = TileStore.open(store_uri)
+    return {a: np.asarray(store.array(a)[...]) for a in ("class", "confidence")}
+
+
+@pytest.fixture(scope="module")
+def single(store_uri, tmp_path_factory) -> list[Path]:
+    return compile_store(store_uri, tmp_path_factory.mktemp("cog"))
+
+
+def test_single_part_files(single):
+    assert [p.name for p in single] == ["run-a_class.tif", "run-a_confidence.tif"]
+    assert not [p for p in single[0].parent.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_cog_valid_georeferenced_exact(single, expected, index):
+    path = single[index]
+    array = "class" if index == 0 else "confidence"
+    valid, errors, _warnings = cog_validate(str(path))
+    assert valid and errors == []
+    with rasterio.open(path) as ds:
+        assert ds.crs == CRS.from_user_input("EPSG:25832")
+        assert ds.transform == LAYOUT.transform
+        assert (ds.height, ds.width) == LAYOUT.shape
+        assert ds.nodata == 255 and ds.dtypes == ("uint8",)
+        assert ds.block_shapes == [(512, 512)]
+        assert ds.compression is not None and ds.compression.value == "ZSTD"
+        np.testing.assert_array_equal(ds.read(1), expected[array])
+        factors = ds.overviews(1)
+        assert factors and max(ds.width, ds.height) / factors[-1] < 512
+        assert ds.tags()["RUN_ID"] == "run-a"
+        assert array in ds.descriptions[0]
+
+
+def test_class_cog_colour_table_and_names(single):
+    with rasterio.open(single[0]) as ds:
+        cmap = ds.colormap(1)
+        for value, color in enumerate(ATTRS.class_colors):
+            rgb = tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
+            assert cmap[value] == (*rgb, 255)
+        assert cmap[255][3] == 0
+        tags = ds.tags()
+        assert json.loads(tags["CLASS_NAMES"]) == list(ATTRS.class_names)
+        assert tags["CLASS_1"] == "open land"
+        assert "1=open land" in ds.descriptions[0]
+
+
+def test_class_overview_is_mode_of_real_classes(single):
+    with rasterio.open(single[0]) as ds, rasterio.open(single[0], overview_level=0) as ov:
+        assert ov.width == -(-ds.width // 2)
+        values = set(np.unique(ov.read(1)).tolist())
+        assert values <= {0, 1, 2, 3, 255}
+
+
+def test_split_into_parts_with_vrt(store_uri, expected, tmp_path):
+    paths = compile_store(store_uri, tmp_path, max_part_px=600)  # 2 tiles a side per part
+    names = [p.name for p in paths]
+    assert names[-2:] == ["run-a_class.vrt", "run-a_confidence.vrt"]
+    cogs = [p for p in paths if p.suffix == ".tif"]
+    assert len(cogs) == 2 * 2 * 2  # 3x4 tiles -> 2x2 parts, two arrays
+    for cog in cogs:
+        assert cog_validate(str(cog))[0]
+        with rasterio.open(cog) as ds:
+            assert ds.width % TS == 0 and ds.height % TS == 0
+    for array in ("class", "confidence"):
+        with rasterio.open(tmp_path / f"run-a_{array}.vrt") as ds:
+            assert ds.crs == CRS.from_user_input("EPSG:25832")
+            assert ds.transform == LAYOUT.transform and ds.nodata == 255
+            np.testing.assert_array_equal(ds.read(1), expected[array])
+            if array == "class":
+                assert json.loads(ds.tags()["CLASS_NAMES"]) == list(ATTRS.class_names)
+                assert ds.colormap(1)[2] == (0x41, 0xAB, 0x5D, 255)
+
+
+def test_parts_in_parallel_with_ray(store_uri, expected, tmp_path):
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        paths = compile_store(store_uri, tmp_path, max_part_px=600, use_ray=True)
+    finally:
+        if started:
+            ray.shutdown()
+    with rasterio.open(paths[-2]) as ds:
+        np.testing.assert_array_equal(ds.read(1), expected["class"])
+
+
+def test_plan_parts_whole_tiles():
+    parts = plan_parts(LAYOUT, "m", 512)
+    assert len(parts) == 2 * 2
+    assert {(p.row, p.col, p.height, p.width) for p in parts} == {
+        (0, 0, 512, 512), (0, 512, 512, 512), (512, 0, 256, 512), (512, 512, 256, 512),
+    }  # fmt: skip
+    with pytest.raises(ClusterError, match="max_part_px"):
+        plan_parts(LAYOUT, "m", 100)
+    assert overview_count(511, 100) == 0 and overview_count(512, 1) == 1
+    assert overview_count(20480, 20480) == 6
+
+
+def test_missing_store_is_a_cluster_error(tmp_path):
+    missing = tmp_path / "nope.zarr"
+    with pytest.raises(ClusterError, match=re.escape(str(missing))):
+        compile_store(str(missing), tmp_path / "out")
+    with pytest.raises(ClusterError, match="compression"):
+        compile_store(str(missing), tmp_path / "out", compression="JPEG")
+
+
+_BIG = """
+import resource, sys, time
+import numpy as np
+from cluster.compile import compile_store
+from cluster.grid import Grid, Tile
+from cluster.store import RunAttrs, StoreLayout, TileStore
+uri, out = sys.argv[1], sys.argv[2]
+grid = Grid("EPSG:25832", (300000.0, 5600000.0), 1.0, 512, 0)
+layout = StoreLayout(grid, 0, 0, 40, 40)  # 20,480 x 20,480 px
+attrs = RunAttrs("big", "cd" * 32, ("a", "b"), ("#000000", "#ffffff"), "0.1.0")
+store = TileStore.create_or_open(uri, layout, attrs)
+for r, c in ((0, 0), (17, 23), (39, 39)):
+    cls = np.full((512, 512), r % 2, np.uint8)
+    store.write_tile(Tile(r, c), cls, np.full((512, 512), 200, np.uint8))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+paths = compile_store(uri, out)
+print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t)
+"""
+
+
+@pytest.mark.slow
+def test_big_store_peak_memory(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_BIG), str(tmp_path / "big.zarr"), str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    _before_kb, peak_kb, _seconds = proc.stdout.split()[-3:]
+    assert int(peak_kb) * 1024 < 1.5e9
+    for array in ("class", "confidence"):
+        path = tmp_path / f"big_{array}.tif"
+        assert cog_validate(str(path))[0]
+        with rasterio.open(path) as ds:
+            assert (ds.width, ds.height) == (20480, 20480)
+            assert (ds.read(1, window=((17 * 512, 18 * 512), (23 * 512, 24 * 512))) != 255).all()
+            assert (ds.read(1, window=((512, 1024), (0, 512))) == 255).all()
+            assert max(ds.width, ds.height) / ds.overviews(1)[-1] < 512
