@@ -9,6 +9,7 @@ import pytest
 import ray
 import yaml
 
+from cluster.compile import compile_store
 from cluster.pipeline import run_predict
 from jobs.config import load_predict_config
 from tests.conftest import predict_config
@@ -54,3 +55,10 @@ def test_run_on_object_storage_equals_local_run(trained_sample, s3_ray, tmp_path
 
     again = run_predict(load_predict_config(remote), progress=False)  # resumes: nothing to do
     assert again.done == 0 and again.skipped == 36
+
+    # Compiled from either store, the COGs are the same bytes.
+    from_s3 = compile_store(server.uri("runs/map.zarr"), tmp_path / "cogs-s3")
+    from_local = compile_store(str(tmp_path / "local" / "map.zarr"), tmp_path / "cogs-local")
+    assert [p.name for p in from_s3] == [p.name for p in from_local] and from_s3
+    for a, b in zip(from_s3, from_local, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
