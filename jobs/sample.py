@@ -49,6 +49,7 @@ def predict_config(region: SampleRegion, spec: SampleSpec, tile_size: int = 256)
     return {
         "catalog": str(region.catalog.relative_to(root)),
         "collections": ["sentinel-2-l2a"],
+        "period": {"start": "2023-06-01", "end": "2023-08-31"},  # the scenes' summer
         "region": str(region.boundary.relative_to(root)),
         "checkpoint": "model/checkpoint.safetensors",
         "store": "map.zarr",
