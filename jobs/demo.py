@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from cluster.compile import compile_store
 from cluster.pipeline import run_predict
 from cluster.sample import NODATA_CLASS, SampleSpec
 from cluster.store import TileStore
 from jobs.compare import compare
+from jobs.compile import compile_to, links_from_config
 from jobs.config import load_predict_config, load_train_config
 from jobs.sample import write_sample
 from unet.data import IGNORE
@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"STAC catalog: {args.out / 'sample' / 'catalog.json'}")
     print()
     print("mapping the region from its Sentinel-2 scenes on Ray actors")
-    summary = run_predict(load_predict_config(args.out / "predict.yaml"), progress=not args.quiet)
+    predict_yaml = args.out / "predict.yaml"
+    summary = run_predict(load_predict_config(predict_yaml), progress=not args.quiet)
     for line in summary.lines():
         print(line)
     holdout = round(spec.width * (1 - train_spec.holdout_fraction))
@@ -62,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
         f"map against ground truth: whole region OA {whole[0]:.3f} mIoU {whole[1]:.3f}; "
         f"held-out area OA {east[0]:.3f} mIoU {east[1]:.3f}"
     )
-    cogs = compile_store(summary.store, args.out / "cogs")
-    print("cloud-optimized GeoTIFFs: " + ", ".join(str(p) for p in cogs))
+    outputs = compile_to(summary.store, str(args.out / "maps"), links_from_config(predict_yaml))
+    print(
+        f"maps: {len(outputs)} files in {args.out / 'maps'}: cloud-optimized GeoTIFFs, "
+        "collection.json (STAC), quicklook.png"
+    )
     return 1 if summary.failed else 0
 
 

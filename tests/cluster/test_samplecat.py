@@ -131,11 +131,11 @@ def test_catalog_is_self_contained(region):
             assert Path(asset.get_absolute_href()).is_file()
 
 
-def test_vendored_schemas_are_exactly_the_ones_declared(region):
+def test_declared_schemas_are_vendored(region):
     declared = set()
     for path in region.root.rglob("*.json"):
         declared |= set(json.loads(path.read_text()).get("stac_extensions", []))
-    assert set(vendored_schemas()) == declared
+    assert declared <= set(vendored_schemas())  # the output catalog adds classification
     assert len(declared) == 3
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from cluster.stacvalidate import validate_catalog
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,9 +30,13 @@ def test_demo_runs_end_to_end(tmp_path):
         assert (out / "model" / name).is_file()
     assert (out / "sample" / "catalog.json").is_file()
     assert (out / "map.zarr" / "zarr.json").is_file()
-    assert sorted(p.name for p in (out / "cogs").glob("*.tif")) == [
-        f"{name}_{kind}.tif" for name in [_run_id(run.stdout)] for kind in ("class", "confidence")
+    run_id = _run_id(run.stdout)
+    maps = out / "maps"
+    assert sorted(p.name for p in maps.glob("*.tif")) == [
+        f"{run_id}_{kind}.tif" for kind in ("class", "confidence")
     ]
+    assert (maps / "quicklook.png").read_bytes()[:4] == b"\x89PNG"
+    assert validate_catalog(maps / "collection.json") >= 2
 
 
 def _run_id(stdout: str) -> str:
