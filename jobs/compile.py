@@ -32,7 +32,7 @@ def compile_to(
     store: str,
     out: str,
     links: RunLinks | None = None,
-    compression: str = "ZSTD",
+    compression: str = "DEFLATE",
     max_part_px: int = 40_000,
 ) -> list[str]:
     """Everything lands under ``out``; an s3:// ``out`` gets it built locally,
@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path, help="the run's predict config: links and period for the catalog"
     )
-    parser.add_argument("--compression", default="ZSTD", choices=["ZSTD", "DEFLATE", "LZW"])
+    parser.add_argument("--compression", default="DEFLATE", choices=["DEFLATE", "ZSTD", "LZW"])
     parser.add_argument(
         "--max-part-px", type=int, default=40_000, help="split larger maps into parts of this size"
     )

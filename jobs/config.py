@@ -6,12 +6,13 @@ checked once, and an error names the field, the file and the fix.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cluster.grid import Grid, load_region
 from cluster.pipeline import RunSpec
@@ -20,6 +21,7 @@ from jobs.errors import ConfigError
 from unet.train import TrainSpec
 
 _M = TypeVar("_M", bound=BaseModel)
+_SECRET_WORDS = ("key", "secret", "token", "password", "credential")
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -126,6 +128,30 @@ class RunSection(_Strict):
     flush_seconds: Annotated[float, Field(ge=0)] = 5.0
 
 
+class StorageSection(_Strict):
+    """Where s3:// URIs point. Credentials are never read from a config (configs
+    get copied, logged and committed): they come from the environment."""
+
+    endpoint_url: str | None = None  # e.g. http://127.0.0.1:8333 for SeaweedFS/MinIO
+    region: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            secret = sorted(k for k in data if any(w in k.lower() for w in _SECRET_WORDS))
+            if secret:
+                raise ValueError(
+                    f"{secret}: credentials are not read from configs; set AWS_ACCESS_KEY_ID "
+                    "and AWS_SECRET_ACCESS_KEY in the environment of the driver and the workers"
+                )
+        return data
+
+    def environment(self) -> dict[str, str]:
+        env = {"AWS_ENDPOINT_URL": self.endpoint_url, "AWS_REGION": self.region}
+        return {k: v for k, v in env.items() if v}
+
+
 class PredictConfig(_Strict):
     catalog: str
     collections: list[str] | None = None
@@ -136,6 +162,7 @@ class PredictConfig(_Strict):
     store: str
     grid: GridSection
     run: RunSection = RunSection()
+    storage: StorageSection = StorageSection()
 
     def to_spec(self, base: Path) -> RunSpec:
         region = _local(self.region, base)
@@ -211,4 +238,13 @@ def load_train_config(path: str | Path) -> TrainSpec:
 
 
 def load_predict_config(path: str | Path) -> RunSpec:
-    return _load(PredictConfig, path).to_spec(Path(path).resolve().parent)
+    """The run, with the config's object-storage endpoint and region put into
+    this process's environment first: set once at the entry point, before Ray
+    starts local workers (which inherit it) and before any s3:// URI is read."""
+    config = _load(PredictConfig, path)
+    env = config.storage.environment()
+    if "AWS_ENDPOINT_URL" in env:  # the config's endpoint wins over narrower variables
+        for narrower in ("AWS_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_HTTPS"):
+            os.environ.pop(narrower, None)
+    os.environ.update(env)
+    return config.to_spec(Path(path).resolve().parent)

@@ -1,10 +1,11 @@
+import os
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from jobs.config import load_train_config
+from jobs.config import load_predict_config, load_train_config
 from jobs.errors import ConfigError
 
 GOOD = {
@@ -66,3 +67,31 @@ def test_command_line_reports_the_field_without_traceback(tmp_path):
     )
     assert run.returncode == 2
     assert "holdout.east_fraction" in run.stderr and "Traceback" not in run.stderr
+
+
+PREDICT = {
+    "catalog": "s3://bucket/catalog.json",
+    "region": "region.geojson",
+    "checkpoint": "s3://bucket/model.safetensors",
+    "store": "s3://bucket/map.zarr",
+    "grid": {"crs": "EPSG:25832", "resolution": 10, "origin": [400000, 5560000]},
+}
+
+
+def test_storage_endpoint_and_region_come_from_the_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_S3_ENDPOINT", "old-host:9000")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    for name in ("AWS_REGION", "AWS_HTTPS", "AWS_ENDPOINT_URL_S3"):  # restored after the test
+        monkeypatch.delenv(name, raising=False)
+    doc = PREDICT | {"storage": {"endpoint_url": "http://127.0.0.1:8333", "region": "eu-central-1"}}
+    spec = load_predict_config(_write(tmp_path, doc))
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:8333"
+    assert os.environ["AWS_REGION"] == "eu-central-1"
+    assert "AWS_S3_ENDPOINT" not in os.environ  # the config's endpoint wins
+    assert spec.setup.store == "s3://bucket/map.zarr"
+
+
+def test_credentials_in_a_config_are_refused(tmp_path):
+    doc = PREDICT | {"storage": {"aws_secret_access_key": "abc"}}
+    with pytest.raises(ConfigError, match=r"storage: .*credentials are not read from configs"):
+        load_predict_config(_write(tmp_path, doc))
