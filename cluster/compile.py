@@ -43,6 +43,7 @@ import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -184,14 +185,26 @@ def compile_part(
     step = _band_rows(part.width, layout.grid.tile_size)
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".compile-") as tmp:
         src_path, cog_tmp = Path(tmp) / "src.tif", Path(tmp) / out_path.name
-        with rasterio.Env(**_GDAL_ENV), rasterio.open(src_path, "w", **profile) as dst:
-            for r in range(0, part.height, step):
-                h = min(step, part.height - r)
-                band = np.asarray(
-                    data[part.row + r : part.row + r + h, part.col : part.col + part.width]
-                )
+
+        def read(r: int) -> np.ndarray:
+            h = min(step, part.height - r)
+            return np.asarray(
+                data[part.row + r : part.row + r + h, part.col : part.col + part.width]
+            )
+
+        rows = range(0, part.height, step)
+        with (
+            rasterio.Env(**_GDAL_ENV),
+            rasterio.open(src_path, "w", **profile) as dst,
+            ThreadPoolExecutor(1) as reader,  # the next band decompresses while this one is written
+        ):
+            ahead = reader.submit(read, rows[0])
+            for i, r in enumerate(rows):
+                band = ahead.result()
+                if i + 1 < len(rows):
+                    ahead = reader.submit(read, rows[i + 1])
                 if (band != NODATA).any():  # SPARSE_OK: all-nodata blocks stay unwritten
-                    dst.write(band, 1, window=Window(0, r, part.width, h))
+                    dst.write(band, 1, window=Window(0, r, part.width, band.shape[0]))
             dst.update_tags(**_tags(attrs, array))
             dst.set_band_description(1, _description(attrs, array))
             if array == "class":
