@@ -137,6 +137,19 @@ def _tags(attrs: RunAttrs, array: str) -> dict[str, str]:
     return tags
 
 
+def class_tags(tags: dict[str, str], path: Path) -> tuple[list[str], list[str]]:
+    """Class names and colours from the tags ``_tags`` writes on a class COG."""
+    try:
+        names, colors = json.loads(tags["CLASS_NAMES"]), json.loads(tags["CLASS_COLORS"])
+    except (KeyError, ValueError):
+        raise ClusterError(
+            f"{path} lacks the CLASS_NAMES/CLASS_COLORS tags of a statemap class COG"
+        ) from None
+    if len(names) != len(colors):
+        raise ClusterError(f"{path}: {len(names)} CLASS_NAMES but {len(colors)} CLASS_COLORS")
+    return names, colors
+
+
 def _description(attrs: RunAttrs, array: str) -> str:
     if array == "class":
         names = ", ".join(f"{v}={n}" for v, n in enumerate(attrs.class_names))

@@ -22,7 +22,6 @@ or uploaded as a whole. The catalog validates offline with
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
@@ -33,6 +32,7 @@ import pystac
 import rasterio
 from rasterio.warp import transform as warp_transform
 
+from cluster.compile import class_tags
 from cluster.errors import ClusterError
 from cluster.store import NODATA
 
@@ -126,12 +126,7 @@ def _projection(src: rasterio.DatasetReader) -> dict[str, Any]:
 
 
 def _classes(tags: dict[str, str], path: Path) -> list[dict[str, Any]]:
-    try:
-        names, colors = json.loads(tags["CLASS_NAMES"]), json.loads(tags["CLASS_COLORS"])
-    except (KeyError, ValueError):
-        raise ClusterError(
-            f"{path} lacks the CLASS_NAMES/CLASS_COLORS tags of a statemap COG"
-        ) from None
+    names, colors = class_tags(tags, path)
     classes = [
         {"value": v, "name": n, "description": n, "color_hint": c.lstrip("#").upper()}
         for v, (n, c) in enumerate(zip(names, colors, strict=True))

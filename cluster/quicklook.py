@@ -12,7 +12,6 @@ or software tags are written, so the same map gives the same bytes.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from rasterio.enums import Resampling
 
+from cluster.compile import class_tags
 from cluster.errors import ClusterError
 
 __all__ = ["legend_width", "write_quicklook"]
@@ -38,16 +38,7 @@ def legend_width(max_px: int) -> int:
 def _classes(src: rasterio.DatasetReader, path: Path) -> tuple[list[str], list[str]]:
     """Class names and colours from the tags ``compile`` writes (a GeoTIFF colour
     table alone cannot say which entries are classes: GTiff drops its alpha)."""
-    tags = src.tags()
-    try:
-        names, colors = json.loads(tags["CLASS_NAMES"]), json.loads(tags["CLASS_COLORS"])
-    except (KeyError, ValueError):
-        raise ClusterError(
-            f"{path} lacks the CLASS_NAMES/CLASS_COLORS tags of a statemap class COG"
-        ) from None
-    if len(names) != len(colors):
-        raise ClusterError(f"{path}: {len(names)} CLASS_NAMES but {len(colors)} CLASS_COLORS")
-    return names, colors
+    return class_tags(src.tags(), path)
 
 
 def write_quicklook(cog: Path, out_png: Path, max_px: int = 1024) -> Path:

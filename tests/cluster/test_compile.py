@@ -19,6 +19,7 @@ from rio_cogeo.cogeo import cog_validate
 from cluster.compile import compile_store, overview_count, plan_parts
 from cluster.errors import ClusterError
 from cluster.grid import Grid, Tile
+from cluster.sample import CLASS_COLORS, CLASS_NAMES
 from cluster.store import RunAttrs, StoreLayout, TileStore
 
 TS = 256
@@ -27,8 +28,8 @@ LAYOUT = StoreLayout(GRID, row0=3, col0=5, rows=3, cols=4)
 ATTRS = RunAttrs(
     run_id="run-a",
     checkpoint_sha256="ab" * 32,
-    class_names=("water", "open land", "broadleaf", "conifer"),
-    class_colors=("#2c7fb8", "#e9d66b", "#41ab5d", "#00441b"),
+    class_names=CLASS_NAMES,
+    class_colors=CLASS_COLORS,
     software_version="0.1.0",
 )
 ROOT = Path(__file__).resolve().parents[2]

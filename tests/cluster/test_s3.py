@@ -20,7 +20,7 @@ from cluster.errors import ClusterError
 from cluster.grid import Grid, Tile
 from cluster.objstore import ObjectStoreError, S3Settings
 from cluster.reader import read_window
-from cluster.sample import BANDS, SampleSpec
+from cluster.sample import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
 from cluster.samplecat import write_region
 from cluster.store import RunAttrs, StoreLayout, TileStore
 
@@ -32,8 +32,8 @@ LAYOUT = StoreLayout(GRID, row0=3, col0=5, rows=4, cols=6)
 ATTRS = RunAttrs(
     run_id="run-s3",
     checkpoint_sha256="ab" * 32,
-    class_names=("water", "open land", "broadleaf", "conifer"),
-    class_colors=("#2c7fb8", "#e9d66b", "#41ab5d", "#00441b"),
+    class_names=CLASS_NAMES,
+    class_colors=CLASS_COLORS,
     software_version="0.1.0",
 )
 

@@ -11,6 +11,7 @@ from rasterio.crs import CRS
 
 from cluster.errors import ClusterError
 from cluster.grid import Grid, Tile
+from cluster.sample import CLASS_COLORS, CLASS_NAMES
 from cluster.store import RunAttrs, StoreLayout, TileStore
 
 TS = 8
@@ -19,8 +20,8 @@ LAYOUT = StoreLayout(GRID, row0=3, col0=5, rows=4, cols=6)
 ATTRS = RunAttrs(
     run_id="run-a",
     checkpoint_sha256="ab" * 32,
-    class_names=("water", "open land", "broadleaf", "conifer"),
-    class_colors=("#2c7fb8", "#e9d66b", "#41ab5d", "#00441b"),
+    class_names=CLASS_NAMES,
+    class_colors=CLASS_COLORS,
     software_version="0.1.0",
 )
 
