@@ -9,11 +9,19 @@ store's transform exactly. The class COG embeds a colour table (class colours,
 tags) and a band description.
 
 Memory stays bounded whatever the size: a part is streamed out of the store in
-bands of whole 512-px block rows into an uncompressed tiled GeoTIFF in a temp
-file (on disk beside the output), and GDAL's COG driver then writes the final
-file from it, building the overviews block by block (its own temp file, again
-on disk). A band is ``band_rows x part width`` pixels: at most 40,000 x 512 =
-20 MB per read with the default ``max_part_px``.
+bands of whole 512-px block rows (about 32 MB each) into an uncompressed tiled
+GeoTIFF in a temp folder beside the output, each band also halved into every
+overview level (``cluster.overviews``), each level an uncompressed GeoTIFF
+there too (``src.tif.ovr``, ``src.tif.ovr.ovr``, ...: GDAL reads them as
+``src.tif``'s overviews). GDAL's COG driver then writes the COG from them.
+
+Why build the overviews ourselves: given a source without overviews, the COG
+driver builds them into a compressed temp file of its own, and its MODE for
+Byte data is slow (a 256-entry histogram per output pixel). Ours are the same
+pixels (the COG is byte-identical to ``gdal_translate -of COG``'s from the
+same pixels); on the benchmark's 10,240 x 10,240 map (2 CPUs) the compile went
+from 0.75x to 1.3x the speed of the COG driver alone, and a mostly empty
+20,480 x 20,480 store from 20 s to 7 s of CPU.
 
 A store wider or taller than ``max_part_px`` is split into parts on tile-grid
 boundaries (each part a whole number of tiles), each written as its own COG,
@@ -44,6 +52,7 @@ import re
 import tempfile
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -51,12 +60,14 @@ from typing import Literal
 import numpy as np
 import rasterio
 import rasterio.shutil
+from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from cluster import objstore
 from cluster.errors import ClusterError
+from cluster.overviews import halve
 from cluster.store import NODATA, RunAttrs, StoreLayout, TileStore
 
 __all__ = [
@@ -73,7 +84,12 @@ BLOCK = 512
 ARRAYS: tuple[Literal["class", "confidence"], ...] = ("class", "confidence")
 _RESAMPLING = {"class": "MODE", "confidence": "AVERAGE"}
 _COMPRESSIONS = ("ZSTD", "DEFLATE", "LZW", "NONE")
-_GDAL_ENV = {"GDAL_CACHEMAX": 256, "GDAL_NUM_THREADS": "ALL_CPUS"}
+# Directory listing on (a cloud setting may turn it off): GDAL finds src.tif's .ovr by it.
+_GDAL_ENV = {
+    "GDAL_CACHEMAX": 256,
+    "GDAL_NUM_THREADS": "ALL_CPUS",
+    "GDAL_DISABLE_READDIR_ON_OPEN": "FALSE",
+}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -157,12 +173,15 @@ def _description(attrs: RunAttrs, array: str) -> str:
     return f"confidence (winning-class probability, 0..254; {NODATA}=nodata)"
 
 
-def _band_rows(width: int, ts: int) -> int:
-    """Rows per streamed read: a multiple of both 512 (whole GeoTIFF block rows) and the
-    tile size (whole zarr chunks), about 32 MB, never under one block row."""
-    unit = BLOCK * ts // math.gcd(BLOCK, ts)
-    per = max(1, (32 << 20) // max(1, width * unit))
-    return unit * per
+def _band_rows(width: int, ts: int, levels: int) -> int:
+    """Rows per streamed read, about 32 MB: a multiple of 512 (whole GeoTIFF block rows)
+    and of ``2**levels`` (a band halves into whole rows of every overview level), and of
+    the tile size (whole zarr chunks, each decoded once) unless that unit alone exceeds
+    32 MB (an odd tile size: lcm(512, 300) = 38,400 rows); never under one unit."""
+    budget, unit = 32 << 20, math.lcm(BLOCK, 2**levels)
+    if math.lcm(unit, ts) * width <= budget:
+        unit = math.lcm(unit, ts)
+    return unit * max(1, budget // max(1, width * unit))
 
 
 def compile_part(
@@ -173,12 +192,46 @@ def compile_part(
     The COG appears under its final name only when complete (written to a
     temp name in the same folder, then renamed).
     """
-    store = TileStore.open(store_uri)
-    layout, attrs, data = store.layout, store.attrs, store.array(array)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".compile-") as tmp,
+        rasterio.Env(**_GDAL_ENV),
+    ):
+        src_path, cog_tmp = Path(tmp) / "src.tif", Path(tmp) / out_path.name
+        _write_source(TileStore.open(store_uri), part, array, src_path)
+        rasterio.shutil.copy(
+            src_path,
+            cog_tmp,
+            driver="COG",
+            COMPRESS=compression,
+            LEVEL=_level(compression),
+            BLOCKSIZE=BLOCK,
+            RESAMPLING=_RESAMPLING[array],
+            OVERVIEWS="AUTO",
+            OVERVIEW_COUNT=overview_count(part.width, part.height),
+            OVERVIEW_COMPRESS=compression,
+            BIGTIFF="IF_SAFER",
+            NUM_THREADS="ALL_CPUS",
+            PREDICTOR="NO",
+        )
+        os.replace(cog_tmp, out_path)
+    return out_path
+
+
+def _write_source(store: TileStore, part: Part, array: str, path: Path) -> None:
+    """The part as an uncompressed tiled GeoTIFF at ``path``, with its metadata, and
+    its overview levels as ``path.ovr``, ``path.ovr.ovr``, ... (GDAL reads an .ovr's
+    own .ovr as the next level), which the COG driver then copies as they are.
+
+    Streamed in bands of whole block rows; the next band is read (zarr decodes
+    with the GIL mostly released) while this one is written and halved into
+    each level (``cluster.overviews``, GDAL's MODE/AVERAGE pixel for pixel but
+    several times faster than GDAL building them into a compressed temp file
+    of its own).
+    """
+    layout, attrs, data = store.layout, store.attrs, store.array(array)
     t = layout.transform
-    transform = t * t.translation(part.col, part.row)
     profile = {
         "driver": "GTiff",
         "width": part.width,
@@ -187,7 +240,7 @@ def compile_part(
         "dtype": "uint8",
         "nodata": NODATA,
         "crs": CRS.from_user_input(layout.grid.crs),
-        "transform": transform,
+        "transform": t @ t.translation(part.col, part.row),
         "tiled": True,
         "blockxsize": BLOCK,
         "blockysize": BLOCK,
@@ -195,52 +248,43 @@ def compile_part(
         "bigtiff": "YES" if part.width * part.height > 3_500_000_000 else "IF_SAFER",
         "sparse_ok": True,
     }
-    step = _band_rows(part.width, layout.grid.tile_size)
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".compile-") as tmp:
-        src_path, cog_tmp = Path(tmp) / "src.tif", Path(tmp) / out_path.name
+    levels = overview_count(part.width, part.height)
+    step = _band_rows(part.width, layout.grid.tile_size, levels)
+    rows = range(0, part.height, step)
 
-        def read(r: int) -> np.ndarray:
-            h = min(step, part.height - r)
-            return np.asarray(
-                data[part.row + r : part.row + r + h, part.col : part.col + part.width]
-            )
+    def read(r: int) -> np.ndarray:
+        h = min(step, part.height - r)
+        return np.asarray(data[part.row + r : part.row + r + h, part.col : part.col + part.width])
 
-        rows = range(0, part.height, step)
-        with (
-            rasterio.Env(**_GDAL_ENV),
-            rasterio.open(src_path, "w", **profile) as dst,
-            ThreadPoolExecutor(1) as reader,  # the next band decompresses while this one is written
-        ):
-            ahead = reader.submit(read, rows[0])
-            for i, r in enumerate(rows):
-                band = ahead.result()
-                if i + 1 < len(rows):
-                    ahead = reader.submit(read, rows[i + 1])
-                if (band != NODATA).any():  # SPARSE_OK: all-nodata blocks stay unwritten
-                    dst.write(band, 1, window=Window(0, r, part.width, band.shape[0]))
-            dst.update_tags(**_tags(attrs, array))
-            dst.set_band_description(1, _description(attrs, array))
-            if array == "class":
-                dst.write_colormap(1, _colormap(attrs))
-                dst.colorinterp = [ColorInterp.palette]
-        with rasterio.Env(**_GDAL_ENV):
-            rasterio.shutil.copy(
-                src_path,
-                cog_tmp,
-                driver="COG",
-                COMPRESS=compression,
-                LEVEL=_level(compression),
-                BLOCKSIZE=BLOCK,
-                RESAMPLING=_RESAMPLING[array],
-                OVERVIEWS="AUTO",
-                OVERVIEW_COUNT=overview_count(part.width, part.height),
-                OVERVIEW_COMPRESS=compression,
-                BIGTIFF="IF_SAFER",
-                NUM_THREADS="ALL_CPUS",
-                PREDICTOR="NO",
-            )
-        os.replace(cog_tmp, out_path)
-    return out_path
+    def level_profile(k: int) -> dict[str, object]:  # gdaladdo's sizes: ceil(size / 2**k)
+        f = 2**k
+        size = {"width": -(-part.width // f), "height": -(-part.height // f)}
+        return {**profile, **size, "transform": profile["transform"] @ Affine.scale(f)}
+
+    with ExitStack() as stack:
+        dst = stack.enter_context(rasterio.open(path, "w", **profile))
+        ovrs = [
+            stack.enter_context(rasterio.open(f"{path}{'.ovr' * k}", "w", **level_profile(k)))
+            for k in range(1, levels + 1)
+        ]
+        reader = stack.enter_context(ThreadPoolExecutor(1))  # reads the next band meanwhile
+        ahead = reader.submit(read, rows[0])
+        for i, r in enumerate(rows):
+            band = ahead.result()
+            if i + 1 < len(rows):
+                ahead = reader.submit(read, rows[i + 1])
+            if not (band != NODATA).any():  # SPARSE_OK: all-nodata blocks stay unwritten
+                continue
+            level, row = band, r
+            dst.write(level, 1, window=Window(0, row, *level.shape[::-1]))
+            for ovr in ovrs:  # each level from the one above, as GDAL does
+                level, row = halve(level, _RESAMPLING[array], NODATA), row // 2
+                ovr.write(level, 1, window=Window(0, row, *level.shape[::-1]))
+        dst.update_tags(**_tags(attrs, array))
+        dst.set_band_description(1, _description(attrs, array))
+        if array == "class":
+            dst.write_colormap(1, _colormap(attrs))
+            dst.colorinterp = [ColorInterp.palette]
 
 
 def overview_count(width: int, height: int) -> int:

@@ -13,12 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 from rasterio.crs import CRS
 from rio_cogeo.cogeo import cog_validate
 
-from cluster.compile import compile_store, overview_count, plan_parts
+from cluster.compile import (
+    _GDAL_ENV,
+    _RESAMPLING,
+    ARRAYS,
+    _write_source,
+    compile_store,
+    overview_count,
+    plan_parts,
+)
 from cluster.errors import ClusterError
 from cluster.grid import Grid, Tile
+from cluster.overviews import halve
 from cluster.sample import CLASS_COLORS, CLASS_NAMES
 from cluster.store import RunAttrs, StoreLayout, TileStore
 
@@ -111,6 +121,103 @@ def test_class_overview_is_mode_of_real_classes(single):
         assert ov.width == -(-ds.width // 2)
         values = set(np.unique(ov.read(1)).tolist())
         assert values <= {0, 1, 2, 3, 255}
+
+
+def _gdal_cog(tmp_path: Path, data: np.ndarray, resampling: str, levels: int) -> Path:
+    """GDAL's COG driver on these pixels, building its own overviews (the source has none)."""
+    src, dst = tmp_path / "plain.tif", tmp_path / "gdal.tif"
+    height, width = data.shape
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
+               "nodata": 255, "tiled": True, "blockxsize": 512, "blockysize": 512,
+               "crs": "EPSG:25832", "transform": LAYOUT.transform}  # fmt: skip
+    with rasterio.open(src, "w", **profile) as ds:
+        ds.write(data, 1)
+    rasterio.shutil.copy(src, dst, driver="COG", RESAMPLING=resampling, OVERVIEW_COUNT=levels,
+                         BLOCKSIZE=512, COMPRESS="NONE")  # fmt: skip
+    return dst
+
+
+def _levels(path: Path) -> list[np.ndarray]:
+    with rasterio.open(path) as ds:
+        count = len(ds.overviews(1))
+    levels = []
+    for k in range(count):
+        with rasterio.open(path, overview_level=k) as ov:
+            levels.append(ov.read(1))
+    return levels
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_overviews_are_gdals(single, expected, tmp_path, index):
+    """Our overviews (built in numpy) are those GDAL's COG driver builds from the same pixels."""
+    array = ARRAYS[index]
+    ours = _levels(single[index])
+    gdal = _levels(_gdal_cog(tmp_path, expected[array], _RESAMPLING[array], len(ours)))
+    assert len(ours) == len(gdal) == 2
+    for mine, theirs in zip(ours, gdal, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize("method", ["MODE", "AVERAGE"])
+@pytest.mark.parametrize("values", [(0, 1, 255), (0, 1, 2, 3, 255), (7, 100, 254, 255), (4,)])
+def test_halve_is_gdals_resampling(tmp_path, method, values):
+    """Few values (ties everywhere) and nodata scattered and in blocks: GDAL's tie rule,
+    its nodata skipping and its rounding, level after level."""
+    data = np.random.default_rng(len(values)).choice(np.array(values, np.uint8), (1024, 1024))
+    data[:40, :300] = 255
+    gdal = _levels(_gdal_cog(tmp_path, data, method, 3))
+    level = data
+    for theirs in gdal:
+        level = halve(level, method, 255)
+        np.testing.assert_array_equal(level, theirs)
+
+
+def test_halve_pads_odd_sizes_with_nodata():
+    x = np.array([[1, 2, 2], [3, 255, 255], [5, 255, 6]], np.uint8)
+    np.testing.assert_array_equal(halve(x, "MODE", 255), [[1, 2], [5, 6]])
+    np.testing.assert_array_equal(halve(x, "AVERAGE", 255), [[2, 2], [5, 6]])
+    np.testing.assert_array_equal(halve(np.full((2, 2), 255, np.uint8), "MODE", 255), [[255]])
+    ties = np.array([[1, 2, 1, 2], [2, 1, 1, 2]], np.uint8)  # 2 is first to two; then 1
+    np.testing.assert_array_equal(halve(ties, "MODE", 255), [[2, 1]])
+    np.testing.assert_array_equal(halve(ties, "AVERAGE", 255), [[2, 2]])
+
+
+def test_cog_driver_is_given_the_overviews(store_uri, tmp_path, monkeypatch):
+    """GDAL reads src.tif.ovr, src.tif.ovr.ovr as src.tif's overviews, so the COG driver
+    copies ours instead of building its own (the speed-up), even where the environment
+    turns directory listing off."""
+    monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+    part = plan_parts(LAYOUT, "x", 40_000)[0]
+    with rasterio.Env(**_GDAL_ENV):
+        _write_source(TileStore.open(store_uri), part, "class", tmp_path / "src.tif")
+        with rasterio.open(tmp_path / "src.tif") as ds:
+            assert ds.overviews(1) == [2, 4]
+
+
+def test_odd_overview_sizes(tmp_path):
+    """A tile size whose overviews halve to odd sizes: each level ceil(size / 2) a side
+    (gdaladdo's sizes), its last row and column from the pixels that remain."""
+    grid = Grid("EPSG:25832", (300000.0, 5600000.0), 10.0, 250, 0)
+    uri = str(tmp_path / "odd.zarr")
+    layout = StoreLayout(grid, row0=0, col0=0, rows=3, cols=5)  # 750 x 1250 px
+    store = TileStore.create_or_open(uri, layout, ATTRS)
+    rng = np.random.default_rng(7)
+    for r in range(3):
+        for c in range(5):
+            classes = rng.choice(np.array([0, 1, 2, 255], np.uint8), (250, 250))
+            conf = np.where(classes == 255, 255, rng.integers(0, 255, (250, 250))).astype(np.uint8)
+            store.write_tile(Tile(r, c), classes, conf)
+    paths = compile_store(uri, tmp_path / "cog")
+    for path, array in zip(paths, ARRAYS, strict=True):
+        assert cog_validate(str(path))[0]
+        with rasterio.open(path) as ds:
+            level = np.asarray(store.array(array)[...])
+            np.testing.assert_array_equal(ds.read(1), level)
+        ours = _levels(path)
+        assert [o.shape for o in ours] == [(375, 625), (188, 313)]
+        for mine in ours:
+            level = halve(level, _RESAMPLING[array], 255)
+            np.testing.assert_array_equal(mine, level)
 
 
 def test_split_into_parts_with_vrt(store_uri, expected, tmp_path):
