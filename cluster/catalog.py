@@ -14,19 +14,22 @@ worth of Sentinel-2 scenes is a few thousand records: small enough to hold.
 
 Static catalogs are walked with pystac, on a local disk or in S3
 (``s3://bucket/.../catalog.json``; its relative hrefs then resolve to s3://
-URIs, which the reader opens through GDAL's /vsis3/); a STAC API is searched
-with pystac-client, imported only when a URI needs it.
+URIs, which the reader opens through GDAL's /vsis3/); a single ItemCollection
+or ndjson file of items is parsed with ``json`` (see ``cluster.itemcollection``:
+the form for a country's 100,000 orthophoto tiles); a STAC API is searched
+with pystac-client, imported only when a URI needs it. Whatever the source,
+:class:`Selection` decides which items a run uses, so ``statemap plan``
+counts exactly what a run would read.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import math
 import os
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,61 +37,107 @@ import pystac
 import shapely
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
-from rasterio.warp import transform_bounds, transform_geom
+from rasterio.warp import transform_bounds
 
 from cluster import objstore
 from cluster.errors import ClusterError
+from cluster.itemcollection import NDJSON_SUFFIXES, read_items
 from cluster.region import Region
+from cluster.stacitem import (
+    SCL_INVALID,
+    BandSource,
+    ItemRef,
+    MaskSource,
+    RawItem,
+    band_sources,
+    collection_paused,
+    footprints,
+    item_ref,
+    passes,
+)
 
-__all__ = ["SCL_INVALID", "BandSource", "Catalog", "ItemRef", "MaskSource"]
+__all__ = ["SCL_INVALID", "BandSource", "Catalog", "ItemRef", "MaskSource", "Selection", "chunks"]
 
 log = logging.getLogger(__name__)
 
 Bounds = tuple[float, float, float, float]
 Range = tuple[dt.datetime | None, dt.datetime | None]
-# Sen2Cor scene classes without usable surface reflectance:
-# 0 no data, 1 saturated/defective, 3 cloud shadow, 8/9 cloud, 10 thin cirrus.
-SCL_INVALID: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
-# classification:classes names that make a pixel of a data-mask asset unusable.
-_INVALID_CLASS = re.compile(r"no.?data|saturat|defect|cloud|shadow|cirrus", re.IGNORECASE)
-# Footprints are densified before reprojection: a straight lon/lat edge is
-# curved in UTM, and a 110 km scene edge would otherwise be off by metres.
-_DENSIFY_DEG = 0.01
-_SKIP_ROLES = {"thumbnail", "overview", "metadata", "visual"}
+# Items resolved per bulk footprint transform: large enough to amortise the
+# call, small enough that the raw JSON of one chunk is a few tens of MB.
+CHUNK = 10_000
 
 
-@dataclass(frozen=True)
-class BandSource:
-    """Where one model band comes from in one item."""
+class Selection:
+    """The items of a catalog that a run uses, streamed in walk order: those passing
+    the filters, the first of each id. Arguments are checked on creation.
 
-    href: str  # absolute local path or URL (s3://, https://): rasterio opens either
-    band_index: int  # 1-based index in that file
-    scale: float = 1.0
-    offset: float = 0.0
-    nodata: float | None = None  # None: the file's own nodata, if it has one
-    asset: str = ""  # asset key, for error messages
+    ``seen`` counts the items met so far, passing or not, ``kept`` those passed on.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        bands: Sequence[str],
+        grid_crs: str,
+        *,
+        collections: Sequence[str] | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        max_cloud_cover: float | None = None,
+        region: Region | None = None,
+    ) -> None:
+        if isinstance(bands, str) or not bands or len({b.lower() for b in bands}) != len(bands):
+            raise ClusterError(f"bands must be a list of distinct band names, got {bands!r}")
+        try:
+            self.crs = CRS.from_user_input(grid_crs)
+        except CRSError as exc:
+            raise ClusterError(
+                f"grid CRS {grid_crs!r} is not a CRS rasterio knows ({exc})"
+            ) from exc
+        self.when = (_time(start, "start", False), _time(end, "end", True))
+        if self.when[0] and self.when[1] and self.when[0] >= self.when[1]:
+            raise ClusterError(f"start {start!r} is after end {end!r}; swap them")
+        if max_cloud_cover is not None and not 0 <= max_cloud_cover <= 100:
+            raise ClusterError(f"max_cloud_cover={max_cloud_cover!r} must be a percentage, 0..100")
+        self.filters = ", ".join(
+            [f"collections={list(collections)}" if collections is not None else "all collections"]
+            + ([f"dates {start or '..'} to {end or '..'}"] if start or end else [])
+            + ([f"eo:cloud_cover <= {max_cloud_cover:g}"] if max_cloud_cover is not None else [])
+        )
+        self.uri, self.bands, self.region = uri, tuple(bands), region
+        self.collections = None if collections is None else list(collections)
+        self.max_cloud_cover = max_cloud_cover
+        self.seen = self.kept = 0
+
+    def __iter__(self) -> Iterator[RawItem]:
+        uri, wanted = self.uri, None if self.collections is None else set(self.collections)
+        if uri.lower().startswith(("http://", "https://")) and not uri.lower().endswith(".json"):
+            api = _api_items(uri, self.collections, self.when, self.max_cloud_cover, self.region)
+            source: Iterable[RawItem] = map(RawItem.from_pystac, api)
+        else:
+            source = _static_items(uri, wanted)
+        kept: set[str] = set()
+        for raw in source:
+            self.seen += 1
+            # An item linked twice (or two collections holding one scene) must not be
+            # mosaicked twice: the first met, in walk order, is kept.
+            if raw.id not in kept and passes(raw, wanted, self.when, self.max_cloud_cover):
+                kept.add(raw.id)
+                self.kept += 1
+                yield raw
+
+    def nothing_passes(self) -> ClusterError:
+        return ClusterError(
+            f"catalog {self.uri}: none of its {self.seen} items pass the filters "
+            f"({self.filters}); widen the date range or cloud limit, or check the collection ids"
+        )
 
 
-@dataclass(frozen=True)
-class MaskSource:
-    """A per-pixel class raster (e.g. Sentinel-2 SCL): values in ``invalid`` are unusable."""
-
-    href: str
-    invalid: tuple[int, ...]
-    asset: str = ""
-
-
-@dataclass(frozen=True)
-class ItemRef:
-    """Everything a reader needs about one item, resolved once on the driver."""
-
-    id: str
-    collection: str
-    datetime: str  # ISO 8601, UTC
-    cloud_cover: float | None
-    footprint_wkb: bytes  # item geometry in the grid's CRS (shapely WKB)
-    bands: tuple[BandSource, ...]  # in the order of the requested band names
-    mask: MaskSource | None
+def chunks(items: Iterable[RawItem], size: int = CHUNK) -> Iterator[list[RawItem]]:
+    """Consecutive lists of ``size`` items (the last shorter), for bulk footprints."""
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
 
 
 class Catalog:
@@ -120,49 +169,29 @@ class Catalog:
         """Read, filter and resolve a catalog; refuse it if it cannot serve ``bands``.
 
         ``uri``: a static catalog (catalog.json or collection.json, or a folder
-        holding one), or a STAC API root (http(s):// not ending in .json; it
-        needs ``region``, in the grid CRS, to bound the search). ``start``,
-        ``end``: ISO dates or datetimes, inclusive (a bare end date includes
-        its whole day). ``max_cloud_cover`` in percent; items without
-        eo:cloud_cover pass. Every item passing the filters must carry every
-        band: the first that doesn't is an error naming it.
+        holding one), an ItemCollection (.json) or ndjson file of items, or a
+        STAC API root (http(s):// not ending in .json; it needs ``region``, in
+        the grid CRS, to bound the search). ``start``, ``end``: ISO dates or
+        datetimes, inclusive (a bare end date includes its whole day).
+        ``max_cloud_cover`` in percent; items without eo:cloud_cover pass.
+        Every item passing the filters must carry every band: the first that
+        doesn't is an error naming it.
         """
-        if isinstance(bands, str) or not bands or len({b.lower() for b in bands}) != len(bands):
-            raise ClusterError(f"bands must be a list of distinct band names, got {bands!r}")
-        try:
-            crs = CRS.from_user_input(grid_crs)
-        except CRSError as exc:
-            raise ClusterError(
-                f"grid CRS {grid_crs!r} is not a CRS rasterio knows ({exc})"
-            ) from exc
-        when = (_time(start, "start", False), _time(end, "end", True))
-        if when[0] and when[1] and when[0] >= when[1]:
-            raise ClusterError(f"start {start!r} is after end {end!r}; swap them")
-        if max_cloud_cover is not None and not 0 <= max_cloud_cover <= 100:
-            raise ClusterError(f"max_cloud_cover={max_cloud_cover!r} must be a percentage, 0..100")
-        filters = ", ".join(
-            [f"collections={list(collections)}" if collections is not None else "all collections"]
-            + ([f"dates {start or '..'} to {end or '..'}"] if start or end else [])
-            + ([f"eo:cloud_cover <= {max_cloud_cover:g}"] if max_cloud_cover is not None else [])
-        )
-        wanted = None if collections is None else set(collections)
-        if uri.lower().startswith(("http://", "https://")) and not uri.lower().endswith(".json"):
-            source = _api_items(uri, collections, when, max_cloud_cover, region)
-        else:
-            source = list(_static_items(uri, wanted))
-        refs: dict[str, ItemRef] = {}
-        for item in source:
-            # An item linked twice (or two collections holding one scene) must not be
-            # mosaicked twice: the first met, in walk order, is kept.
-            if item.id not in refs and _passes(item, wanted, when, max_cloud_cover):
-                refs[item.id] = _resolve(item, tuple(bands), crs)
+        selection = Selection(
+            uri, bands, grid_crs, collections=collections, start=start, end=end,
+            max_cloud_cover=max_cloud_cover, region=region,
+        )  # fmt: skip
+        refs: list[ItemRef] = []
+        with collection_paused():
+            for chunk in chunks(selection):
+                sources = [band_sources(raw, selection.bands) for raw in chunk]
+                shapes = footprints(chunk, selection.crs)
+                refs += map(item_ref, chunk, sources, shapes)
         if not refs:
-            raise ClusterError(
-                f"catalog {uri}: none of its {len(source)} items pass the filters ({filters}); "
-                "widen the date range or cloud limit, or check the collection ids"
-            )
-        log.info("catalog %s: %d of %d items kept (%s)", uri, len(refs), len(source), filters)
-        return cls(list(refs.values()), uri, grid_crs, filters)
+            raise selection.nothing_passes()
+        log.info("catalog %s: %d of %d items kept (%s)", uri, len(refs), selection.seen,
+                 selection.filters)  # fmt: skip
+        return cls(refs, uri, grid_crs, selection.filters)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -199,11 +228,11 @@ def _mosaic_key(ref: ItemRef) -> tuple[float, float, str, str]:
     return (ref.cloud_cover or 0.0, -stamp, ref.id, ref.collection)
 
 
-def _static_items(uri: str, wanted: set[str] | None) -> Iterable[pystac.Item]:
+def _static_items(uri: str, wanted: set[str] | None) -> Iterable[RawItem]:
     path = uri.removeprefix("file://")
     if objstore.is_s3(path):
-        if not path.lower().endswith(".json"):  # a "folder": the catalog.json in it
-            names = ("catalog.json", "collection.json")
+        if not path.lower().endswith((".json", ".geojson", *NDJSON_SUFFIXES)):
+            names = ("catalog.json", "collection.json")  # a "folder": the catalog.json in it
             found = (objstore.join(path, n) for n in names)
             path = next((p for p in found if objstore.exists(p)), "")
             if not path:
@@ -215,13 +244,17 @@ def _static_items(uri: str, wanted: set[str] | None) -> Iterable[pystac.Item]:
                 path = os.path.join(path, name)
         if not os.path.isfile(path):
             raise ClusterError(f"catalog {uri}: no such file; give the path of catalog.json")
+    if "://" not in path or objstore.is_s3(path):
+        items = read_items(path)
+        if items is not None:
+            return items
     try:
         obj = pystac.read_file(path, stac_io=objstore.S3StacIO())
     except (OSError, ValueError, KeyError, TypeError, pystac.STACError) as exc:
         raise ClusterError(f"catalog {uri}: cannot be read as STAC ({exc})") from exc
     if not isinstance(obj, pystac.Catalog):
         raise ClusterError(f"catalog {uri}: a {type(obj).__name__}, not a catalog or collection")
-    return _walk(obj, wanted)
+    return map(RawItem.from_pystac, _walk(obj, wanted))
 
 
 def _walk(catalog: pystac.Catalog, wanted: set[str] | None) -> Iterable[pystac.Item]:
@@ -261,136 +294,6 @@ def _api_items(
         return list(Client.open(uri).search(**search).items())
     except Exception as exc:  # APIError, requests' errors, JSON errors: all "search failed"
         raise ClusterError(f"catalog {uri}: STAC API search failed ({exc})") from exc
-
-
-def _passes(
-    item: pystac.Item, wanted: set[str] | None, when: Range, max_cloud: float | None
-) -> bool:
-    if wanted is not None and item.collection_id not in wanted:
-        return False
-    if when != (None, None):
-        moment = _item_time(item)
-        if moment is None or (when[0] and moment < when[0]) or (when[1] and moment >= when[1]):
-            return False
-    cloud = item.properties.get("eo:cloud_cover")
-    return max_cloud is None or cloud is None or float(cloud) <= max_cloud
-
-
-def _item_time(item: pystac.Item) -> dt.datetime | None:
-    moment = item.datetime or item.common_metadata.start_datetime
-    return moment.replace(tzinfo=moment.tzinfo or dt.UTC) if moment else None
-
-
-def _resolve(item: pystac.Item, bands: tuple[str, ...], crs: CRS) -> ItemRef:
-    sources = []
-    for name in bands:
-        found = _find_band(item, name)
-        if found is None:
-            raise ClusterError(
-                f"item {item.id} (collection {item.collection_id}) has no band {name!r}; its "
-                f"bands are {_inventory(item)}. The checkpoint's bands {list(bands)} must all "
-                "be in every item: restrict collections= to ones carrying them, or use a "
-                "checkpoint trained on bands this catalog has"
-            )
-        sources.append(found)
-    moment, cloud = _item_time(item), item.properties.get("eo:cloud_cover")
-    iso = moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if moment else ""
-    cloud = None if cloud is None else float(cloud)
-    footprint = shapely.to_wkb(_footprint(item, crs))
-    mask = _find_mask(item)
-    return ItemRef(item.id, item.collection_id or "", iso, cloud, footprint, tuple(sources), mask)
-
-
-def _asset_bands(asset: pystac.Asset) -> list[dict[str, Any]]:
-    """Per band of the file, eo:bands, raster:bands and STAC 1.1 ``bands`` merged."""
-    groups = [asset.extra_fields.get(k) or [] for k in ("bands", "raster:bands", "eo:bands")]
-    return [
-        {k: v for g in groups if i < len(g) and isinstance(g[i], Mapping) for k, v in g[i].items()}
-        for i in range(max(map(len, groups)))
-    ]
-
-
-def _names(band: Mapping[str, Any]) -> set[str]:
-    return {str(band[k]).lower() for k in ("common_name", "eo:common_name", "name") if k in band}
-
-
-def _find_band(item: pystac.Item, name: str) -> BandSource | None:
-    """The best asset band called ``name``: an asset keyed by the name beats one matched
-    by eo:bands; a single-band file beats a band of a multiband one (a uint8 "visual"
-    preview also lists red); a GeoTIFF beats a JPEG2000 copy; then the key decides."""
-    want, best = name.lower(), None
-    for key, asset in item.assets.items():
-        roles = set(asset.roles or ())
-        if roles & _SKIP_ROLES and "data" not in roles:
-            continue
-        described = _asset_bands(asset) or [{}]
-        index = 0 if key.lower() == want and len(described) == 1 else -1
-        index = next((i for i, b in enumerate(described) if want in _names(b)), index)
-        if index < 0:
-            continue
-        media = (asset.media_type or "").lower()
-        rank = (key.lower() != want, len(described) > 1, "tif" not in media, key)
-        if best is None or rank < best[0]:
-            best = (rank, key, asset, index, described[index])
-    if best is None:
-        return None
-    _, key, asset, index, meta = best
-
-    def number(field: str, default: float | None) -> float | None:
-        raw = meta.get(field, meta.get(f"raster:{field}"))
-        try:
-            return default if raw is None else float(raw)
-        except (TypeError, ValueError) as exc:
-            raise ClusterError(
-                f"item {item.id} asset {key!r} band {index + 1}: {field}={raw!r} is not a "
-                "number; fix the catalog's raster:bands"
-            ) from exc
-
-    scale, offset = number("scale", 1.0) or 0.0, number("offset", 0.0) or 0.0
-    return BandSource(_absolute_href(asset), index + 1, scale, offset, number("nodata", None), key)
-
-
-def _find_mask(item: pystac.Item) -> MaskSource | None:
-    """Sentinel-2's SCL (by key; Sen2Cor classes), or a data-mask asset naming its
-    classes (classification extension): those classed no data, cloud, shadow, ..."""
-    for key, asset in item.assets.items():
-        raster = (asset.extra_fields.get("raster:bands") or [{}])[0] or {}
-        classes = asset.extra_fields.get(
-            "classification:classes", raster.get("classification:classes")
-        )
-        if classes and (key.lower() == "scl" or "data-mask" in (asset.roles or ())):
-            text = ((int(c["value"]), f"{c.get('name')} {c.get('description')}") for c in classes)
-            invalid = tuple(sorted(v for v, t in text if _INVALID_CLASS.search(t)))
-            return MaskSource(_absolute_href(asset), invalid, key)
-        if key.lower() == "scl":
-            return MaskSource(_absolute_href(asset), SCL_INVALID, key)
-    return None
-
-
-def _absolute_href(asset: pystac.Asset) -> str:
-    """Relative hrefs resolved against the item; local paths made absolute, so that
-    an actor in another working directory opens the same file."""
-    href = (asset.get_absolute_href() or asset.href).removeprefix("file://")
-    return href if "://" in href else os.path.abspath(href)
-
-
-def _inventory(item: pystac.Item) -> str:
-    names = {
-        k: sorted({n for b in _asset_bands(a) for n in _names(b)}) for k, a in item.assets.items()
-    }
-    return "[" + "; ".join(f"{k} ({', '.join(n)})" if n else k for k, n in names.items()) + "]"
-
-
-def _footprint(item: pystac.Item, crs: CRS) -> shapely.Geometry:
-    geometry = item.geometry or (item.bbox and shapely.box(*item.bbox[:2], *item.bbox[-2:]))
-    if not geometry:
-        raise ClusterError(f"item {item.id} has neither geometry nor bbox; add one to the catalog")
-    try:
-        lonlat = shapely.segmentize(shapely.geometry.shape(geometry), _DENSIFY_DEG)
-        shape = shapely.geometry.shape(transform_geom("EPSG:4326", crs, lonlat.__geo_interface__))
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise ClusterError(f"item {item.id}: malformed geometry ({exc}); fix the catalog") from exc
-    return shape if shape.is_valid else shapely.make_valid(shape)
 
 
 def _time(text: str | None, what: str, end: bool) -> dt.datetime | None:

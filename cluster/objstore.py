@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ObjectStoreError", "S3Settings", "S3StacIO", "exists", "exists_under", "gdal_path",
-    "is_s3", "join", "local_path", "read_bytes", "s3_client", "split_s3",
+    "is_s3", "iter_under", "join", "local_path", "read_bytes", "s3_client", "split_s3",
     "write_bytes_atomic", "zarr_store",
 ]  # fmt: skip
 
@@ -301,6 +301,26 @@ def exists_under(uri: str) -> bool:
             Bucket=bucket, Prefix=f"{key}/" if key else "", MaxKeys=1
         )
     return bool(listed.get("KeyCount") or listed.get("Contents"))
+
+
+def iter_under(uri: str, suffix: str = "") -> Iterator[str]:
+    """URIs of the objects (locally: files) below ``uri`` whose names end in
+    ``suffix``, in key order; nothing when ``uri`` does not exist."""
+    if not is_s3(uri):
+        root = local_path(uri)
+        if root.is_dir():
+            for path in sorted(root.rglob(f"*{suffix}")):
+                if path.is_file():
+                    yield str(path)
+        return
+    bucket, key = split_s3(uri)
+    prefix = f"{key.rstrip('/')}/" if key else ""
+    with _errors(uri, "list"):
+        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                if obj["Key"].endswith(suffix):
+                    yield f"s3://{bucket}/{obj['Key']}"
 
 
 def _code(exc: BaseException) -> str:

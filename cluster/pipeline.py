@@ -23,7 +23,13 @@ from cluster.catalog import Catalog
 from cluster.errors import ClusterError
 from cluster.gdalenv import configure_gdal
 from cluster.grid import Region, Tile, count_tiles, iter_tiles, load_region
-from cluster.predictor import Predictor, PredictorSetup, TileResult, checkpoint_bytes
+from cluster.predictor import (
+    Predictor,
+    PredictorSetup,
+    TileResult,
+    check_card,
+    checkpoint_bytes,
+)
 from cluster.store import RunAttrs, StoreLayout, TileStore
 from unet.checkpoint import ModelCard, card_from_bytes
 
@@ -101,17 +107,7 @@ def check_inputs(setup: PredictorSetup) -> Checked:
     data = checkpoint_bytes(setup.checkpoint)
     card = card_from_bytes(data, setup.checkpoint)
     grid = setup.grid
-    if abs(card.resolution - grid.resolution) > 1e-6 * card.resolution:
-        raise ClusterError(
-            f"checkpoint {setup.checkpoint} expects {card.resolution:g} m pixels but the grid "
-            f"is {grid.resolution:g} m: set grid.resolution to {card.resolution:g}"
-        )
-    multiple = card.config.multiple
-    if (grid.tile_size + 2 * grid.halo) % multiple:
-        raise ClusterError(
-            f"tile_size {grid.tile_size} + 2 x halo {grid.halo} must be a multiple of {multiple} "
-            f"for this checkpoint's U-Net (depth {card.config.depth})"
-        )
+    check_card(card, grid, setup.checkpoint)
     region = load_region(setup.region, grid.crs)
     catalog = Catalog.open(
         setup.catalog,
@@ -166,11 +162,14 @@ def _concurrency(options: dict[str, float], spec: RunSpec) -> int:
     return spec.in_flight if options["num_gpus"] else 1
 
 
-def _actor_options(actors: int) -> tuple[int, dict[str, float]]:
+def _actor_options(actors: int, device: str = "auto") -> tuple[int, dict[str, float]]:
+    """One actor per GPU. ``device="cuda"`` asks for GPU actors even when the
+    cluster has none yet: an autoscaling GPU worker group starts at zero and
+    grows to what the actors ask for."""
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
-    if gpus:
-        return actors or gpus, {"num_gpus": 1, "num_cpus": 1}
+    if gpus or device == "cuda":
+        return actors or max(gpus, 1), {"num_gpus": 1, "num_cpus": 1}
     cpus = max(int(resources.get("CPU", 1)), 1)
     n = actors or 1
     return n, {"num_gpus": 0, "num_cpus": max(cpus // n, 1)}
@@ -205,7 +204,7 @@ def run_predict(
                 yield tile
 
     connect_ray()
-    n_actors, options = _actor_options(spec.actors)
+    n_actors, options = _actor_options(spec.actors, setup.device)
     actor_cls = ray.remote(max_restarts=3, max_task_retries=3)(Predictor)
     threads = int(options["num_cpus"]) if not options["num_gpus"] else 0
     actor_setup = replace(setup, threads=threads)

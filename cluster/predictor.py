@@ -25,7 +25,7 @@ from cluster.gdalenv import configure_gdal
 from cluster.grid import Grid, Tile, load_region, region_mask
 from cluster.reader import read_window
 from cluster.store import TileStore
-from unet.checkpoint import parse_checkpoint
+from unet.checkpoint import ModelCard, card_from_bytes, parse_checkpoint
 from unet.data import normalize
 from unet.model import autocast, pick_device, prepare_for_device
 
@@ -69,6 +69,39 @@ def checkpoint_bytes(uri: str) -> bytes:
     if data is None:
         raise ClusterError(f"checkpoint {uri} does not exist: check the path or train one")
     return data
+
+
+def read_card(uri: str) -> ModelCard:
+    """A checkpoint's model card, reading only its JSON header when the file is local
+    (the weights may be hundreds of MB; a plan needs the bands and resolution)."""
+    if objstore.is_s3(uri):
+        return card_from_bytes(checkpoint_bytes(uri), uri)
+    path = objstore.local_path(uri)
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else 0
+            data = head + f.read(min(length, path.stat().st_size))  # a garbage length: EOF
+    except FileNotFoundError:
+        msg = f"checkpoint {uri} does not exist: check the path or train one"
+        raise ClusterError(msg) from None
+    return card_from_bytes(data, uri)
+
+
+def check_card(card: ModelCard, grid: Grid, source: str) -> None:
+    """Refuse a grid the checkpoint cannot predict on: other pixel size, or tiles the
+    U-Net's down- and up-sampling cannot halve evenly."""
+    if abs(card.resolution - grid.resolution) > 1e-6 * card.resolution:
+        raise ClusterError(
+            f"checkpoint {source} expects {card.resolution:g} m pixels but the grid "
+            f"is {grid.resolution:g} m: set grid.resolution to {card.resolution:g}"
+        )
+    multiple = card.config.multiple
+    if (grid.tile_size + 2 * grid.halo) % multiple:
+        raise ClusterError(
+            f"tile_size {grid.tile_size} + 2 x halo {grid.halo} must be a multiple of {multiple} "
+            f"for this checkpoint's U-Net (depth {card.config.depth})"
+        )
 
 
 class Predictor:

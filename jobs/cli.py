@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from cluster.errors import ClusterError
 from jobs import compile as compile_job
-from jobs import demo, predict, sample, train
+from jobs import demo, plan, predict, run, runs, sample, schedule, train, validate
 from jobs.errors import ConfigError
 from unet.errors import UNetError
 
@@ -16,8 +16,13 @@ _COMMANDS = {
     "compile": (compile_job, "turn a run's Zarr store into cloud-optimized GeoTIFFs"),
     "demo": (demo, "generate the sample region, train the U-Net and the random forest, compare"),
     "sample": (sample, "write the generated sample region and a training config for it"),
+    "plan": (plan, "what a regional run would do: tiles, items, bytes, GPU-hours"),
     "predict": (predict, "map a region with a trained U-Net on Ray actors into one Zarr store"),
+    "run": (run, "one region and period end to end: predict, compile, publish (= jobs.run)"),
+    "runs": (runs, "list past regional runs with their state, timing and outputs"),
+    "schedule": (schedule, "submit the scheduled regional runs that are due (tick)"),
     "train": (train, "train a U-Net from a config; writes checkpoint, metrics and figures"),
+    "validate": (validate, "check a config (region, schedules, predict, train) without running it"),
 }
 
 

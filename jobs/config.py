@@ -6,10 +6,12 @@ checked once, and an error names the field, the file and the fix.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,6 +20,7 @@ from cluster.grid import Grid, load_region
 from cluster.pipeline import RunSpec
 from cluster.predictor import PredictorSetup
 from jobs.errors import ConfigError
+from jobs.period import Period
 from unet.train import TrainSpec
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -111,6 +114,23 @@ class PeriodSection(_Strict):
     start: str | None = None  # ISO date or datetime, inclusive
     end: str | None = None
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _iso(cls, v: Any) -> Any:
+        """YAML reads an unquoted 2026-06-01 as a date: take it as written."""
+        return v.isoformat() if isinstance(v, dt.date) else v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PeriodSection:
+        try:
+            self.resolved()
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def resolved(self) -> Period:
+        return Period.of(self.start, self.end)
+
 
 class GridSection(_Strict):
     crs: str
@@ -152,19 +172,23 @@ class StorageSection(_Strict):
         return {k: v for k, v in env.items() if v}
 
 
-class PredictConfig(_Strict):
+class _RunInputs(_Strict):
+    """What a prediction run reads, shared by prediction and region configs."""
+
     catalog: str
     collections: list[str] | None = None
     period: PeriodSection = PeriodSection()
     max_cloud_cover: Annotated[float, Field(ge=0, le=100)] | None = None
     region: str
     checkpoint: str
-    store: str
     grid: GridSection
     run: RunSection = RunSection()
     storage: StorageSection = StorageSection()
 
-    def to_spec(self, base: Path) -> RunSpec:
+    def run_spec(
+        self, base: Path, store: str, period: Period | None = None, run_id: str = ""
+    ) -> RunSpec:
+        """``period`` (e.g. a schedule's) replaces the config's own."""
         region = _local(self.region, base)
         g = self.grid
         if g.origin is None:
@@ -172,25 +196,71 @@ class PredictConfig(_Strict):
             grid = Grid.covering(g.crs, bounds, g.resolution, g.tile_size, g.halo)
         else:
             grid = Grid(g.crs, g.origin, g.resolution, g.tile_size, g.halo)
+        start, end = (
+            (period.start_iso, period.end_iso) if period else (self.period.start, self.period.end)
+        )
         setup = PredictorSetup(
             checkpoint=_local(self.checkpoint, base),
             catalog=_local(self.catalog, base),
             collections=tuple(self.collections) if self.collections else None,
-            start=self.period.start,
-            end=self.period.end,
+            start=start,
+            end=end,
             max_cloud_cover=self.max_cloud_cover,
             region=region,
             grid=grid,
-            store=_local(self.store, base),
+            store=_local(store, base),
             batch_size=self.run.batch_size,
             device=self.run.device,
         )
         return RunSpec(
             setup=setup,
-            run_id=self.run.run_id,
+            run_id=run_id or self.run.run_id,
             actors=self.run.actors,
             flush_s=self.run.flush_seconds,
         )
+
+    def apply_storage(self) -> None:
+        """The config's object-storage endpoint and region into this process's
+        environment: set once at the entry point, before Ray starts local workers
+        (which inherit it) and before any s3:// URI is read."""
+        env = self.storage.environment()
+        if "AWS_ENDPOINT_URL" in env:  # the config's endpoint wins over narrower variables
+            for narrower in ("AWS_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_HTTPS"):
+                os.environ.pop(narrower, None)
+        os.environ.update(env)
+
+
+class PredictConfig(_RunInputs):
+    store: str
+
+    def to_spec(self, base: Path) -> RunSpec:
+        return self.run_spec(base, self.store)
+
+
+class OutputSection(_Strict):
+    """Where a regional run writes. Each run gets its own store and maps folder,
+    named by its run id, so runs of other periods or checkpoints never mix."""
+
+    stores: str  # <stores>/<run id>.zarr: intermediate (the bucket's lifecycle may expire them)
+    maps: str  # <maps>/<run id>/: COGs, STAC collection, quicklook, config, run record
+    compression: Literal["DEFLATE", "ZSTD", "LZW"] = "DEFLATE"
+    max_part_px: Annotated[int, Field(ge=512)] = 40_000
+
+
+class PlanSection(_Strict):
+    """The throughput ``statemap plan`` turns into GPU-hours: measured, not guessed."""
+
+    tiles_per_gpu_second: Annotated[float, Field(gt=0)]
+    measured: str = ""  # how and where, e.g. "bench/pipeline.py, 512 px tiles, H100"
+
+
+class RegionConfig(_RunInputs):
+    """One region's production run: ``python -m jobs.run --config <this>``."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+    description: str = ""
+    output: OutputSection
+    plan: PlanSection | None = None  # absent: `statemap plan` measures on its own device
 
 
 def _local(uri: str, base: Path) -> str:
@@ -204,7 +274,7 @@ def _describe(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid config"]
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field: remove it or check its spelling"
         elif err["type"] == "missing":
@@ -219,7 +289,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist")
     try:
         doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: e.g. a date like 2026-02-30
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(doc, dict):
         raise ConfigError(f"{path} must hold a mapping of fields, got {type(doc).__name__}")
@@ -238,13 +308,37 @@ def load_train_config(path: str | Path) -> TrainSpec:
 
 
 def load_predict_config(path: str | Path) -> RunSpec:
-    """The run, with the config's object-storage endpoint and region put into
-    this process's environment first: set once at the entry point, before Ray
-    starts local workers (which inherit it) and before any s3:// URI is read."""
+    """The run, with the config's storage settings applied (see ``apply_storage``)."""
     config = _load(PredictConfig, path)
-    env = config.storage.environment()
-    if "AWS_ENDPOINT_URL" in env:  # the config's endpoint wins over narrower variables
-        for narrower in ("AWS_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_HTTPS"):
-            os.environ.pop(narrower, None)
-    os.environ.update(env)
+    config.apply_storage()
     return config.to_spec(Path(path).resolve().parent)
+
+
+def load_region_config(path: str | Path, overrides: Sequence[str] = ()) -> RegionConfig:
+    """``overrides`` are ``dotted.field=value`` (value parsed as YAML), applied
+    before validation: the same config pointed at other data, as the tests do."""
+    doc = apply_overrides(read_yaml(path), overrides)
+    try:
+        return RegionConfig.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(path))) from exc
+
+
+def apply_overrides(doc: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``dotted.field=value`` items (value parsed as YAML) set into ``doc``, in place."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: write field=value, e.g. output.maps=/data/maps")
+        *parents, leaf = key.split(".")
+        node = doc
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+            node = child
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except (yaml.YAMLError, ValueError) as exc:
+            raise ConfigError(f"override {item!r}: {exc}") from exc
+    return doc

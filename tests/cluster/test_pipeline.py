@@ -231,3 +231,13 @@ def test_corrupt_asset_fails_only_its_tiles_then_rerun_retries_them(
     summary = run_predict(load_predict_config(config), progress=False)
     assert summary.done == len(failed_lines) and summary.skipped == done_before
     assert not summary.failed
+
+
+def test_actors_one_per_gpu_even_before_the_autoscaler_adds_them(local_ray):
+    """On a CPU-only cluster a run asks for CPU actors; a config that says cuda
+    asks for GPU actors anyway, which an autoscaling GPU worker group provides."""
+    from cluster.pipeline import _actor_options
+
+    assert _actor_options(0, "auto") == (1, {"num_gpus": 0, "num_cpus": 2})
+    assert _actor_options(0, "cuda") == (1, {"num_gpus": 1, "num_cpus": 1})
+    assert _actor_options(8, "cuda") == (8, {"num_gpus": 1, "num_cpus": 1})
