@@ -25,6 +25,7 @@ from typing import Annotated, Any
 from croniter import croniter
 from pydantic import Field, ValidationError, field_validator
 
+from cluster.errors import ClusterError
 from jobs.config import _describe, _Strict, load_region_config, read_yaml
 from jobs.errors import ConfigError
 from jobs.period import Period
@@ -201,7 +202,14 @@ def _refresh(client: Any, line: TickLine) -> TickLine:
 def job_client(address: str | None) -> Any:
     from ray.job_submission import JobSubmissionClient
 
-    return JobSubmissionClient(address)
+    try:
+        return JobSubmissionClient(address)
+    except (ConnectionError, ValueError) as exc:
+        where = address or "RAY_ADDRESS / a local cluster"
+        raise ClusterError(
+            f"cannot reach Ray's job API at {where}: {exc}; give --address "
+            "http://<head>:8265 (and RAY_AUTH_MODE=token with the token where auth is on)"
+        ) from exc
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

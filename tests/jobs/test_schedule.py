@@ -143,3 +143,11 @@ def test_tick_submits_what_is_due_once(head_node, tmp_path):
     # A later firing's period is a new run.
     late = _tick(schedules, address, env, "2023-09-02T05:00:00Z")
     assert "not due" in late and "submitted" not in late
+
+
+def test_tick_names_an_unreachable_cluster(capsys):
+    from jobs.cli import main
+
+    assert main(["schedule", "tick", "--address", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach Ray's job API at http://127.0.0.1:9" in err and "--address" in err
