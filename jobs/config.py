@@ -189,7 +189,7 @@ class _RunInputs(_Strict):
         self, base: Path, store: str, period: Period | None = None, run_id: str = ""
     ) -> RunSpec:
         """``period`` (e.g. a schedule's) replaces the config's own."""
-        region = _local(self.region, base)
+        region = resolve_uri(self.region, base)
         g = self.grid
         if g.origin is None:
             bounds = load_region(region, g.crs).bounds
@@ -200,15 +200,15 @@ class _RunInputs(_Strict):
             (period.start_iso, period.end_iso) if period else (self.period.start, self.period.end)
         )
         setup = PredictorSetup(
-            checkpoint=_local(self.checkpoint, base),
-            catalog=_local(self.catalog, base),
+            checkpoint=resolve_uri(self.checkpoint, base),
+            catalog=resolve_uri(self.catalog, base),
             collections=tuple(self.collections) if self.collections else None,
             start=start,
             end=end,
             max_cloud_cover=self.max_cloud_cover,
             region=region,
             grid=grid,
-            store=_local(store, base),
+            store=resolve_uri(store, base),
             batch_size=self.run.batch_size,
             device=self.run.device,
         )
@@ -263,7 +263,7 @@ class RegionConfig(_RunInputs):
     plan: PlanSection | None = None  # absent: `statemap plan` measures on its own device
 
 
-def _local(uri: str, base: Path) -> str:
+def resolve_uri(uri: str, base: Path) -> str:
     """A relative path is taken from the config's folder; URIs are left alone."""
     if "://" in uri:
         return uri[len("file://") :] if uri.startswith("file://") else uri

@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
@@ -28,7 +28,7 @@ from cluster.gdalenv import configure_gdal
 from cluster.pipeline import VERSION, RunSpec, run_predict
 from cluster.predictor import checkpoint_bytes
 from jobs.compile import RunLinks, compile_to
-from jobs.config import RegionConfig, load_region_config
+from jobs.config import RegionConfig, load_region_config, resolve_uri
 from jobs.period import Period
 from jobs.runrecord import RunRecord, load_record, now_utc, record_uri
 
@@ -72,12 +72,12 @@ def prepare(
         period = scheduled_period(schedules or default_schedules(path), path)
     period = period or config.period.resolved()
     base = path.resolve().parent
-    probe = config.run_spec(base, store="unused", period=period)
-    sha = hashlib.sha256(checkpoint_bytes(probe.setup.checkpoint)).hexdigest()
+    spec = config.run_spec(base, store="unknown until the run id", period=period)
+    sha = hashlib.sha256(checkpoint_bytes(spec.setup.checkpoint)).hexdigest()
     run_id = run_id_for(config.name, period, sha)
-    store = f"{_uri(config.output.stores, base)}/{run_id}.zarr"
-    spec = config.run_spec(base, store=store, period=period, run_id=run_id)
-    maps = f"{_uri(config.output.maps, base)}/{run_id}"
+    store = f"{output_root(config.output.stores, base)}/{run_id}.zarr"
+    spec = replace(spec, setup=replace(spec.setup, store=store), run_id=run_id)
+    maps = f"{output_root(config.output.maps, base)}/{run_id}"
     return RegionRun(config, path, period, spec, maps, sha)
 
 
@@ -86,13 +86,10 @@ def default_schedules(config: Path) -> Path:
     return config.resolve().parent.parent / "schedules.yaml"
 
 
-def _uri(location: str, base: Path) -> str:
-    """Relative paths from the config's folder, like every other path in it."""
-    if objstore.is_s3(location):
-        return location.rstrip("/")
-    if location.startswith("file://"):
-        location = location[len("file://") :]
-    return str((base / location).resolve())
+def output_root(location: str, base: Path) -> str:
+    """An ``output`` folder or prefix, without a trailing slash; relative paths from
+    the config's folder, like every other path in it."""
+    return resolve_uri(location, base).rstrip("/")
 
 
 def execute(run: RegionRun, *, progress: bool = True, submission_id: str = "") -> int:

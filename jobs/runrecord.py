@@ -17,7 +17,6 @@ from cluster import objstore
 from jobs.errors import ConfigError
 
 RECORD = "run.json"
-STATES = ("running", "succeeded", "failed", "stopped")
 
 
 def now_utc() -> str:
@@ -29,7 +28,7 @@ class RunRecord:
     run_id: str
     region: str
     period: str  # Period.label
-    state: str
+    state: str  # running, succeeded, failed or stopped
     started: str
     store: str
     maps: str

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cluster.errors import ClusterError
 from jobs.config import load_region_config
-from jobs.run import _uri
+from jobs.run import output_root
 from jobs.runrecord import RunRecord, iter_records
 
 REGIONS = Path(__file__).resolve().parent / "regions"
@@ -26,7 +26,7 @@ def records(configs: list[Path]) -> tuple[list[RunRecord], list[str]]:
     for path in configs:
         config = load_region_config(path)
         config.apply_storage()
-        maps = _uri(config.output.maps, path.resolve().parent)
+        maps = output_root(config.output.maps, path.resolve().parent)
         try:
             out.extend(iter_records(maps))
         except ClusterError as exc:

@@ -14,7 +14,7 @@ import yaml
 from cluster.sample import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec, synthesize
 from jobs.config import load_train_config
 from jobs.sample import write_sample
-from unet.train import train
+from unet.train import TrainSpec, train
 
 TINY = SampleSpec(seed=3, width=192, height=192, stand_px=64)
 
@@ -65,22 +65,24 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 SAMPLE_SPEC = SampleSpec(seed=5, width=384, height=384, stand_px=96)
 
 
+def train_sample(out: Path, spec: SampleSpec, **changes: object) -> TrainSpec:
+    """The sample region of ``spec`` under ``out`` and a U-Net briefly trained on it
+    (``changes`` to the sample's train.yaml settings); returns the training spec."""
+    train_spec = dataclasses.replace(
+        load_train_config(write_sample(out, spec)), evaluations=0, **changes
+    )
+    train(train_spec, progress=False, log=lambda _: None)
+    return train_spec
+
+
 @pytest.fixture(scope="session")
 def trained_sample(tmp_path_factory) -> Path:
     """The sample region, a briefly trained small U-Net, and a predict.yaml
     with 64-px tiles (36 of them) whose done record is flushed at every batch."""
     out = tmp_path_factory.mktemp("trained-sample")
-    spec = load_train_config(write_sample(out, SAMPLE_SPEC))
-    spec = dataclasses.replace(
-        spec,
-        base_width=8,
-        chip_size=64,
-        batch_size=8,
-        max_steps=150,
-        max_seconds=1e6,
-        evaluations=0,
+    train_sample(
+        out, SAMPLE_SPEC, base_width=8, chip_size=64, batch_size=8, max_steps=150, max_seconds=1e6
     )
-    train(spec, progress=False, log=lambda _: None)
     config = yaml.safe_load((out / "predict.yaml").read_text())
     config["grid"]["tile_size"] = 64
     config["run"]["flush_seconds"] = 0

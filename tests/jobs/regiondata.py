@@ -3,7 +3,6 @@ outputs logic, pointed at a seeded sample region and a briefly trained U-Net."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -12,9 +11,8 @@ from shapely.geometry import box, mapping
 
 from cluster.region import load_region
 from cluster.sample import SampleSpec
-from jobs.config import RegionConfig, apply_overrides, load_region_config, load_train_config
-from jobs.sample import write_sample
-from unet.train import train
+from jobs.config import RegionConfig, apply_overrides, load_region_config
+from tests.conftest import train_sample
 
 ROOT = Path(__file__).resolve().parents[2]
 REGIONS = sorted((ROOT / "jobs" / "regions").glob("*.yaml"))
@@ -57,12 +55,8 @@ def tiny_data(config_path: Path, folder: Path, size: int = 128) -> list[str]:
 
 
 def _tiny_checkpoint(folder: Path, spec: SampleSpec) -> Path:
-    train_spec = load_train_config(write_sample(folder, spec))
-    train_spec = dataclasses.replace(
-        train_spec, base_width=4, chip_size=32, batch_size=4, max_steps=2, evaluations=0
-    )
-    train(train_spec, progress=False, log=lambda _: None)
-    return train_spec.output / "checkpoint.safetensors"
+    trained = train_sample(folder, spec, base_width=4, chip_size=32, batch_size=4, max_steps=2)
+    return trained.output / "checkpoint.safetensors"
 
 
 def _piece_of_state(config: RegionConfig, spec: SampleSpec, out: Path) -> Path:
