@@ -30,7 +30,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 
-from cluster.compile import (
+from cluster.maps.compile import (
     _GDAL_ENV,
     _RESAMPLING,
     ARRAYS,
@@ -42,8 +42,8 @@ from cluster.compile import (
     compile_store,
     overview_count,
 )
-from cluster.grid import Grid, Tile
-from cluster.store import RunAttrs, StoreLayout, TileStore
+from cluster.predict.store import RunAttrs, StoreLayout, TileStore
+from cluster.tiles.grid import Grid, Tile
 
 TS = 512
 ATTRS = RunAttrs(

@@ -5,7 +5,7 @@ table). The driver enumerates them at the start of every run, so this must
 take seconds, and memory must stay flat however many tiles there are: the
 enumeration works strip by strip and never lists them.
 
-The region is a rough outline of Germany (``cluster.samplecountry.germany``:
+The region is a rough outline of Germany (``cluster.sample.country.germany``:
 about 40 vertices, lon/lat), reprojected to EPSG:25832 and densified to a
 realistic boundary's vertex count, with a lake-sized hole so the hole path
 is exercised too.
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import shapely
 
-from cluster.grid import Grid, count_tiles, iter_tiles, load_region
-from cluster.samplecountry import germany
+from cluster.sample.country import germany
+from cluster.tiles.grid import Grid, count_tiles, iter_tiles
+from cluster.tiles.region import load_region
 
 CRS = "EPSG:25832"
 

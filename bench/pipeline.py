@@ -26,11 +26,11 @@ from pathlib import Path
 import ray
 import torch
 
-from cluster.grid import Grid, Tile
-from cluster.pipeline import connect_ray, run_predict
-from cluster.predictor import Predictor
-from cluster.sample import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
-from cluster.samplecat import write_region
+from cluster.predict.actor import Predictor
+from cluster.predict.driver import connect_ray, run_predict
+from cluster.sample.catalog import write_region
+from cluster.sample.scene import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
+from cluster.tiles.grid import Grid, Tile
 from jobs.config import PredictConfig
 from jobs.sample import predict_config
 from unet.checkpoint import ModelCard, save_checkpoint

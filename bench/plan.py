@@ -1,6 +1,6 @@
 """How long ``statemap plan`` takes, and how much memory, for Germany at 1 m.
 
-Generates a country-sized footprint catalog (``cluster.samplecountry``:
+Generates a country-sized footprint catalog (``cluster.sample.country``:
 DOP20-style orthophoto items, 2 km x 2 km tiles in EPSG:25832, over a rough
 Germany; about 93,000 items in one ndjson file), the region and a region
 config for each grid, then runs ``statemap plan CONFIG`` for a 1 m grid of
@@ -15,7 +15,7 @@ target GPU, so the GPU-hours scale with it.
     python bench/plan.py --measure STORE   # the output bytes per pixel of a real map
 
 ``--measure`` compiles a run's store (e.g. ``statemap demo``'s ``map.zarr``)
-with ``cluster.compile.compile_store`` and prints, per COG, the bytes per
+with ``cluster.maps.compile.compile_store`` and prints, per COG, the bytes per
 valid pixel of its full-resolution blocks and of the whole file (overviews
 and headers included): the basis of ``cluster.plan``'s output estimate.
 
@@ -48,7 +48,7 @@ def rss_mb() -> float:
 
 def generate(out: Path, tile_km: float) -> tuple[Path, Path]:
     """The region GeoJSON and the footprint catalog (ndjson), written into ``out``."""
-    from cluster.samplecountry import FootprintSpec, footprint_items, germany, write_items
+    from cluster.sample.country import FootprintSpec, footprint_items, germany, write_items
 
     out.mkdir(parents=True, exist_ok=True)
     region, catalog = out / "germany.geojson", out / f"dop20_{tile_km:g}km.ndjson"
@@ -123,7 +123,7 @@ def measure(store: str) -> None:
     """Bytes per valid pixel of the COGs compiled from ``store``."""
     import rasterio
 
-    from cluster.compile import compile_store
+    from cluster.maps.compile import compile_store
 
     with tempfile.TemporaryDirectory(prefix="bench-plan-cog-") as tmp:
         totals = [0.0, 0.0]

@@ -15,7 +15,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from cluster.sample import SampleSpec
+from cluster.sample.scene import SampleSpec
 from jobs.compare import compare
 from jobs.config import load_train_config
 from jobs.sample import write_sample

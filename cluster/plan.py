@@ -6,8 +6,8 @@ catalog items and how many bytes of them, how large the outputs, how many
 GPU-hours at a throughput the user measured (``bench/pipeline.py``).
 
 It costs seconds, and memory does not grow with the tile count: tiles are
-counted row by row (``cluster.grid.count_tiles``), never listed; items stream
-through the same selection a run makes (``cluster.catalog.Selection``: same
+counted row by row (``cluster.tiles.grid.count_tiles``), never listed; items stream
+through the same selection a run makes (``cluster.imagery.catalog.Selection``: same
 filters, same first-of-each-id, same refusal of an item that lacks a band)
 in chunks whose footprints are reprojected in bulk. No raster is opened.
 
@@ -16,7 +16,7 @@ of every tile, at the bytes per pixel measured on a real U-Net map, plus
 overviews. The measurement (``python bench/plan.py --measure STORE``): the
 map of ``statemap demo`` at its defaults (seed 0, a 1024 x 1024 px region at
 10 m, the U-Net trained 150 s, 99 % of the pixels inside the region),
-compiled by ``cluster.compile.compile_store`` with its default DEFLATE. Its
+compiled by ``cluster.maps.compile.compile_store`` with its default DEFLATE. Its
 full-resolution blocks take 0.0115 bytes per pixel for the class COG (87:1)
 and 0.682 for the confidence COG (1.5:1: a probability is noisy where a
 class is not), 0.694 together. Overviews add a third (each level a quarter
@@ -41,12 +41,12 @@ import numpy as np
 import shapely
 from rasterio.crs import CRS
 
-from cluster.catalog import CHUNK, Selection
 from cluster.errors import ClusterError
-from cluster.grid import count_tiles, load_region
-from cluster.predictor import PredictorSetup, check_card, read_card
-from cluster.region import Region
-from cluster.stacitem import RawItem, band_assets, collection_paused, geometry_json, project
+from cluster.imagery.catalog import CHUNK, Selection
+from cluster.imagery.stacitem import RawItem, band_assets, collection_paused, geometry_json, project
+from cluster.predict.actor import PredictorSetup, check_card, read_card
+from cluster.tiles.grid import count_tiles
+from cluster.tiles.region import Region, load_region
 
 __all__ = ["OUTPUT_BYTES_PER_PIXEL", "Plan", "plan_run"]
 

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 
-from cluster.errors import ClusterError
 from jobs import compile as compile_job
 from jobs import demo, plan, predict, run, runs, sample, schedule, train, validate
-from jobs.errors import ConfigError
-from unet.errors import UNetError
+from jobs.errors import guarded
 
 _COMMANDS = {
     "compile": (compile_job, "turn a run's Zarr store into cloud-optimized GeoTIFFs"),
@@ -24,15 +21,6 @@ _COMMANDS = {
     "train": (train, "train a U-Net from a config; writes checkpoint, metrics and figures"),
     "validate": (validate, "check a config (region, schedules, predict, train) without running it"),
 }
-
-
-def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Known errors end the command with their message and exit code 2, no traceback."""
-    try:
-        return run(args)
-    except (ClusterError, ConfigError, UNetError) as exc:
-        print(f"statemap: error: {exc}", file=sys.stderr)
-        return 2
 
 
 def main(argv: list[str] | None = None) -> int:

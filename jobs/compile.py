@@ -9,12 +9,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster import objstore
-from cluster.compile import compile_store
-from cluster.outcatalog import write_output_catalog
-from cluster.publish import publish
-from cluster.quicklook import write_quicklook
-from cluster.store import TileStore
+from cluster.maps.collection import write_output_catalog
+from cluster.maps.compile import compile_store
+from cluster.maps.quicklook import write_quicklook
+from cluster.predict.store import TileStore
+from cluster.storage import objstore
+from cluster.storage.publish import publish
 from jobs.config import load_predict_config
 
 

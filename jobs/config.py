@@ -16,9 +16,11 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cluster.grid import Grid, load_region
-from cluster.pipeline import RunSpec
-from cluster.predictor import PredictorSetup
+from cluster.predict.actor import PredictorSetup
+from cluster.predict.driver import RunSpec
+from cluster.storage import objstore
+from cluster.tiles.grid import Grid
+from cluster.tiles.region import load_region
 from jobs.errors import ConfigError
 from jobs.period import Period
 from unet.train import TrainSpec
@@ -175,6 +177,10 @@ class StorageSection(_Strict):
 class _RunInputs(_Strict):
     """What a prediction run reads, shared by prediction and region configs."""
 
+    # Where the relative paths below start: a folder (itself relative to the config
+    # file's) or an s3:// prefix; default: the config file's folder. ``--set base=...``
+    # points a config at data elsewhere, e.g. from a Ray job's working-dir copy.
+    base: str | None = None
     catalog: str
     collections: list[str] | None = None
     period: PeriodSection = PeriodSection()
@@ -185,10 +191,16 @@ class _RunInputs(_Strict):
     run: RunSection = RunSection()
     storage: StorageSection = StorageSection()
 
+    def root(self, config_path: str | Path) -> str:
+        """The folder (or s3:// prefix) relative paths are taken from."""
+        folder = Path(config_path).resolve().parent
+        return resolve_uri(self.base, folder) if self.base else str(folder)
+
     def run_spec(
-        self, base: Path, store: str, period: Period | None = None, run_id: str = ""
+        self, base: str | Path, store: str, period: Period | None = None, run_id: str = ""
     ) -> RunSpec:
-        """``period`` (e.g. a schedule's) replaces the config's own."""
+        """Paths relative to ``base`` (see ``root``); ``period`` (e.g. a schedule's)
+        replaces the config's own."""
         region = resolve_uri(self.region, base)
         g = self.grid
         if g.origin is None:
@@ -233,7 +245,7 @@ class _RunInputs(_Strict):
 class PredictConfig(_RunInputs):
     store: str
 
-    def to_spec(self, base: Path) -> RunSpec:
+    def to_spec(self, base: str | Path) -> RunSpec:
         return self.run_spec(base, self.store)
 
 
@@ -263,11 +275,14 @@ class RegionConfig(_RunInputs):
     plan: PlanSection | None = None  # absent: `statemap plan` measures on its own device
 
 
-def resolve_uri(uri: str, base: Path) -> str:
-    """A relative path is taken from the config's folder; URIs are left alone."""
+def resolve_uri(uri: str, base: str | Path) -> str:
+    """A relative path is taken from ``base`` (a folder or an s3:// prefix); URIs
+    and absolute paths are left alone."""
     if "://" in uri:
-        return uri[len("file://") :] if uri.startswith("file://") else uri
-    return str((base / uri).resolve())
+        return uri.removeprefix("file://")
+    if objstore.is_s3(base):
+        return objstore.join(str(base), uri)
+    return str((Path(base) / uri).resolve())
 
 
 def _describe(exc: ValidationError, source: str) -> str:
@@ -311,7 +326,7 @@ def load_predict_config(path: str | Path) -> RunSpec:
     """The run, with the config's storage settings applied (see ``apply_storage``)."""
     config = _load(PredictConfig, path)
     config.apply_storage()
-    return config.to_spec(Path(path).resolve().parent)
+    return config.to_spec(config.root(path))
 
 
 def load_region_config(path: str | Path, overrides: Sequence[str] = ()) -> RegionConfig:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from cluster.pipeline import run_predict
-from cluster.sample import NODATA_CLASS, SampleSpec
-from cluster.store import TileStore
+from cluster.predict.driver import run_predict
+from cluster.predict.store import TileStore
+from cluster.sample.scene import NODATA_CLASS, SampleSpec
 from jobs.compare import compare
 from jobs.compile import compile_to, links_from_config
 from jobs.config import load_predict_config, load_train_config
@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated region")
     parser.add_argument("--size", type=int, default=1024, help="region width and height, px")
     parser.add_argument("--seconds", type=float, default=150.0, help="U-Net training budget")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="U-Net training steps (ends first if reached)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"generating the sample region ({args.size}x{args.size} px, seed {args.seed}) in {args.out}"
     )
-    config_path = write_sample(args.out, spec, train_seconds=args.seconds)
+    config_path = write_sample(args.out, spec, train_seconds=args.seconds, train_steps=args.steps)
     train_spec = load_train_config(config_path)
     result = compare(train_spec, progress=not args.quiet)
     print()

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from cluster.plan import plan_run
-from cluster.predictor import checkpoint_bytes
+from cluster.predict.actor import checkpoint_bytes
 from jobs.config import load_region_config
 from jobs.period import Period
 from unet.checkpoint import parse_checkpoint
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_region_config(args.config, args.overrides)
     config.apply_storage()
-    spec = config.run_spec(args.config.resolve().parent, store="unused", period=args.period)
+    spec = config.run_spec(config.root(args.config), store="unused", period=args.period)
     setup = spec.setup
     if config.plan is not None and not args.measure:
         rate = config.plan.tiles_per_gpu_second

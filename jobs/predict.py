@@ -7,8 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from cluster.pipeline import run_predict
+from cluster.predict.driver import run_predict
 from jobs.config import load_predict_config
+from jobs.errors import guarded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +25,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.cli import guarded
-
     parser = argparse.ArgumentParser(prog="python -m jobs.predict", description=__doc__)
     parser.add_argument("--config", type=Path, required=True, help="prediction config (YAML)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

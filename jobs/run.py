@@ -23,12 +23,13 @@ from types import FrameType
 
 import yaml
 
-from cluster import objstore
-from cluster.gdalenv import configure_gdal
-from cluster.pipeline import VERSION, RunSpec, run_predict
-from cluster.predictor import checkpoint_bytes
+from cluster.predict.actor import checkpoint_bytes
+from cluster.predict.driver import VERSION, RunSpec, run_predict
+from cluster.storage import objstore
+from cluster.storage.gdalenv import configure_gdal
 from jobs.compile import RunLinks, compile_to
 from jobs.config import RegionConfig, load_region_config, resolve_uri
+from jobs.errors import guarded
 from jobs.period import Period
 from jobs.runrecord import RunRecord, load_record, now_utc, record_uri
 
@@ -71,7 +72,7 @@ def prepare(
 
         period = scheduled_period(schedules or default_schedules(path), path)
     period = period or config.period.resolved()
-    base = path.resolve().parent
+    base = config.root(path)
     spec = config.run_spec(base, store="unknown until the run id", period=period)
     sha = hashlib.sha256(checkpoint_bytes(spec.setup.checkpoint)).hexdigest()
     run_id = run_id_for(config.name, period, sha)
@@ -86,7 +87,7 @@ def default_schedules(config: Path) -> Path:
     return config.resolve().parent.parent / "schedules.yaml"
 
 
-def output_root(location: str, base: Path) -> str:
+def output_root(location: str, base: str | Path) -> str:
     """An ``output`` folder or prefix, without a trailing slash; relative paths from
     the config's folder, like every other path in it."""
     return resolve_uri(location, base).rstrip("/")
@@ -202,8 +203,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.cli import guarded
-
     parser = argparse.ArgumentParser(prog="python -m jobs.run", description=__doc__)
     add_arguments(parser)
     return guarded(run, parser.parse_args(argv))

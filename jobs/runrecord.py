@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from cluster import objstore
+from cluster.storage import objstore
 from jobs.errors import ConfigError
 
 RECORD = "run.json"

@@ -26,7 +26,7 @@ def records(configs: list[Path]) -> tuple[list[RunRecord], list[str]]:
     for path in configs:
         config = load_region_config(path)
         config.apply_storage()
-        maps = output_root(config.output.maps, path.resolve().parent)
+        maps = output_root(config.output.maps, config.root(path))
         try:
             out.extend(iter_records(maps))
         except ClusterError as exc:

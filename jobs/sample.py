@@ -8,11 +8,13 @@ from typing import Any
 
 import yaml
 
-from cluster.sample import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
-from cluster.samplecat import SampleRegion, write_region
+from cluster.sample.catalog import SampleRegion, write_region
+from cluster.sample.scene import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
 
 
-def write_sample(out: Path, spec: SampleSpec, train_seconds: float = 150.0) -> Path:
+def write_sample(
+    out: Path, spec: SampleSpec, train_seconds: float = 150.0, train_steps: int | None = None
+) -> Path:
     """Region under ``out/sample`` with ``out/train.yaml`` and ``out/predict.yaml``
     beside it; returns the training config's path."""
     out = out.resolve()
@@ -30,6 +32,7 @@ def write_sample(out: Path, spec: SampleSpec, train_seconds: float = 150.0) -> P
             "chip_size": 128,
             "batch_size": 8,
             "max_seconds": train_seconds,
+            **({"max_steps": train_steps} if train_steps else {}),
             "seed": spec.seed,
         },
         "holdout": {"east_fraction": 0.3, "gap_px": 16},

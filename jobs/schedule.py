@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from cluster.errors import ClusterError
 from jobs.config import _describe, _Strict, load_region_config, read_yaml
-from jobs.errors import ConfigError
+from jobs.errors import ConfigError, guarded
 from jobs.period import Period
 
 DEFAULT_SCHEDULES = Path(__file__).resolve().parent / "schedules.yaml"
@@ -251,7 +251,11 @@ def run(args: argparse.Namespace) -> int:
     return {"tick": run_tick}[args.schedule_command](args)
 
 
-if __name__ == "__main__":
-    from jobs.cli import main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.schedule", description=__doc__)
+    add_arguments(parser)
+    return guarded(run, parser.parse_args(argv))
 
-    sys.exit(main(["schedule", *sys.argv[1:]]))
+
+if __name__ == "__main__":
+    sys.exit(main())

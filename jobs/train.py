@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from jobs.config import load_train_config
+from jobs.errors import guarded
 from unet.train import train
 
 
@@ -30,8 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.train")
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--quiet", action="store_true")
-    from jobs.cli import guarded
-
     return guarded(run, parser.parse_args(argv))
 
 

@@ -11,9 +11,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cluster import objstore
-from cluster.pipeline import check_inputs
-from jobs.config import PredictConfig, TrainConfig, _load, load_region_config, read_yaml
+from cluster.predict.driver import check_inputs
+from cluster.storage import objstore
+from jobs.config import (
+    PredictConfig,
+    TrainConfig,
+    _load,
+    load_region_config,
+    read_yaml,
+    resolve_uri,
+)
 from jobs.schedule import load_schedules
 
 
@@ -31,9 +38,9 @@ def validate(path: Path, inputs: bool = False) -> list[str]:
         ]
     if "output" in doc or "name" in doc:
         config = load_region_config(path)
-        base = path.resolve().parent
+        base = config.root(path)
         lines = [f"{path}: valid region config {config.name}"]
-        if not objstore.is_s3(config.region) or inputs:
+        if not objstore.is_s3(resolve_uri(config.region, base)) or inputs:
             config.apply_storage()
             spec = config.run_spec(base, store="unused")
             g = spec.setup.grid

@@ -11,7 +11,7 @@ import pytest
 import rasterio
 import yaml
 
-from cluster.sample import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec, synthesize
+from cluster.sample.scene import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec, synthesize
 from jobs.config import load_train_config
 from jobs.sample import write_sample
 from unet.train import TrainSpec, train

@@ -11,14 +11,15 @@ import pytest
 import shapely
 from rasterio.warp import transform_geom
 
-from cluster.catalog import Catalog
 from cluster.errors import ClusterError
-from cluster.grid import Grid, count_tiles, iter_tiles, load_region
+from cluster.imagery.catalog import Catalog
 from cluster.plan import OUTPUT_BYTES_PER_PIXEL, plan_run
-from cluster.predictor import PredictorSetup
-from cluster.sample import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
-from cluster.samplecat import write_region
-from cluster.samplecountry import FootprintSpec, footprint_items, write_items
+from cluster.predict.actor import PredictorSetup
+from cluster.sample.catalog import write_region
+from cluster.sample.country import FootprintSpec, footprint_items, write_items
+from cluster.sample.scene import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
+from cluster.tiles.grid import Grid, count_tiles, iter_tiles
+from cluster.tiles.region import load_region
 from unet.checkpoint import ModelCard, save_checkpoint
 from unet.model import UNet, UNetConfig
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 from shapely.geometry import box, mapping
 
-from cluster.region import load_region
-from cluster.sample import SampleSpec
+from cluster.sample.scene import SampleSpec
+from cluster.tiles.region import load_region
 from jobs.config import RegionConfig, apply_overrides, load_region_config
 from tests.conftest import train_sample
 

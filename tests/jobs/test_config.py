@@ -95,3 +95,37 @@ def test_credentials_in_a_config_are_refused(tmp_path):
     doc = PREDICT | {"storage": {"aws_secret_access_key": "abc"}}
     with pytest.raises(ConfigError, match=r"storage: .*credentials are not read from configs"):
         load_predict_config(_write(tmp_path, doc))
+
+
+def test_base_moves_every_relative_path_of_a_region_config(tmp_path):
+    """``base`` (or ``--set base=...``) points a config at data elsewhere: local or
+    s3://; absolute paths and URIs stay as written."""
+    from jobs.config import load_region_config
+    from jobs.run import output_root
+
+    doc = {
+        "name": "x",
+        "base": "../data",
+        "region": "sample/region.geojson",
+        "catalog": "s3://bucket/catalog.json",
+        "checkpoint": str(tmp_path / "model.safetensors"),
+        "grid": {"crs": "EPSG:25832", "resolution": 10, "origin": [0, 0]},
+        "output": {"stores": "runs/stores", "maps": "runs/maps"},
+    }
+    (tmp_path / "configs").mkdir()
+    path = tmp_path / "configs" / "x.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    config = load_region_config(path)
+    base = config.root(path)
+    assert base == str(tmp_path / "data")
+    setup = config.run_spec(base, store="s").setup
+    assert setup.region == str(tmp_path / "data" / "sample" / "region.geojson")
+    assert setup.catalog == "s3://bucket/catalog.json"
+    assert setup.checkpoint == str(tmp_path / "model.safetensors")
+    assert output_root(config.output.maps, base) == str(tmp_path / "data" / "runs" / "maps")
+
+    moved = load_region_config(path, ["base=s3://shared/demo"])
+    assert moved.root(path) == "s3://shared/demo"
+    assert output_root(moved.output.stores, moved.root(path)) == "s3://shared/demo/runs/stores"
+    unset = load_region_config(path, ["base=null"])
+    assert unset.root(path) == str(tmp_path / "configs")

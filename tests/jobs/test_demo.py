@@ -1,31 +1,64 @@
+"""The README's first command and the sample region as a Ray job, as a newcomer
+meets them: in a fresh copy of the repository (what a clone holds), with a
+relative ``--out``, then the README's own ``ray job submit`` line."""
+
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from cluster.stacvalidate import validate_catalog
+from cluster.imagery.stacvalidate import validate_catalog
+from tests.jobs.conftest import client_env
 
 ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def fresh_clone(dest: Path) -> Path:
+    """The files a clone of this checkout would hold: tracked and not ignored, as
+    they are in the working tree (so uncommitted work is tested too)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """``statemap demo`` run in a fresh clone (smaller, and trained by steps)."""
+    clone = fresh_clone(tmp_path_factory.mktemp("clone"))
+    assert not (clone / "demo-out").exists() and (clone / ".gitignore").is_file()
+    args = ["demo", "--size", "256", "--steps", "60", "--seconds", "1e6", "--quiet"]
+    run = subprocess.run(
+        [str(BIN / "statemap"), *args], capture_output=True, text=True, timeout=600, cwd=clone
+    )
+    assert run.returncode == 0, run.stderr
+    return clone, run
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end(tmp_path):
-    """The whole chain, with a relative --out as a newcomer types it."""
-    statemap = Path(sys.executable).with_name("statemap")
-    args = ["demo", "--out", "demo-out", "--size", "256", "--seconds", "12", "--quiet"]
-    run = subprocess.run(
-        [str(statemap), *args], capture_output=True, text=True, timeout=600, cwd=tmp_path
-    )
-    assert run.returncode == 0, run.stderr
+def test_demo_runs_end_to_end(demo):
+    """The whole chain, into the default ``demo-out`` of the folder it runs in."""
+    clone, run = demo
     assert re.search(r"mean IoU\s+\d\.\d{3}\s+\d\.\d{3}", run.stdout)
     assert re.search(r"\d+ tiles done, 0 skipped .* 0 failed", run.stdout)
     assert re.search(r"map against ground truth: whole region OA \d\.\d{3}", run.stdout)
-    out = tmp_path / "demo-out"
+    out = clone / "demo-out"
     metrics = json.loads((out / "model" / "metrics.json").read_text())
     assert {"unet", "random_forest"} <= metrics.keys()
+    assert metrics["steps"] == 60  # trained by steps: the same model on any machine
     for name in ("checkpoint.safetensors", "training_curve.png", "confusion_forest.png"):
         assert (out / "model" / name).is_file()
     assert (out / "sample" / "catalog.json").is_file()
@@ -37,6 +70,39 @@ def test_demo_runs_end_to_end(tmp_path):
     ]
     assert (maps / "quicklook.png").read_bytes()[:4] == b"\x89PNG"
     assert validate_catalog(maps / "collection.json") >= 2
+
+
+def readme_sample_job() -> str:
+    """The README's submit line for the sample region, exactly as written there."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    found = [ln for ln in lines if "ray job submit" in ln and "jobs/regions/sample.yaml" in ln]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.slow
+def test_readme_sample_job_succeeds_on_a_ray_cluster(demo, head_node):
+    """``ray job submit --working-dir .`` uploads the clone without its ignored
+    demo-out/; the README's line still finds the demo's data and writes the maps."""
+    clone, _ = demo
+    address, env = head_node
+    command = readme_sample_job()
+    job_env = client_env(env) | {"RAY_ADDRESS": address}
+    run = subprocess.run(
+        ["bash", "-c", command],
+        cwd=clone,
+        env=job_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "succeeded" in run.stdout + run.stderr
+    (record,) = sorted((clone / "demo-out" / "runs" / "maps").glob("sample-*/run.json"))
+    doc = json.loads(record.read_text())
+    assert doc["state"] == "succeeded", doc
+    cogs = sorted(p.name for p in record.parent.glob("*.tif"))
+    assert cogs == [f"{record.parent.name}_{kind}.tif" for kind in ("class", "confidence")]
 
 
 def _run_id(stdout: str) -> str:

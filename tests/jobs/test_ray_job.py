@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from cluster.store import TileStore
+from cluster.predict.store import TileStore
 from tests.conftest import predict_config
 from tests.jobs.conftest import BIN, client_env
 

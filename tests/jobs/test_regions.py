@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import rasterio
+import yaml
 
 from jobs.config import load_region_config
 from jobs.errors import ConfigError
@@ -42,7 +47,8 @@ def test_region_config_validates(path):
 
 def test_rlp_tiles_at_the_scale_planned():
     """DESIGN.md: ~800 tiles at 10 m, ~76,000 at 1 m (512 px)."""
-    from cluster.grid import count_tiles, load_region
+    from cluster.tiles.grid import count_tiles
+    from cluster.tiles.region import load_region
 
     for name, expected in (("rlp-s2-10m", 800), ("rlp-ortho-1m", 76_000)):
         path = next(p for p in REGIONS if p.stem == name)
@@ -161,8 +167,28 @@ def test_statemap_plan_on_tiny_data(tmp_path, capsys):
         out[-1],
     )
     assert last, out[-1]
-    from cluster.grid import count_tiles, load_region
+    from cluster.tiles.grid import count_tiles
+    from cluster.tiles.region import load_region
 
     setup = load_region_config(config).run_spec(tmp_path, store="unused").setup
     assert int(last[1]) == count_tiles(setup.grid, load_region(setup.region, setup.grid.crs))
     assert int(last[2]) > 0  # the sample scenes over the piece of the state
+
+
+def test_region_file_in_metres_without_crs_is_one_line_and_exit_2(tmp_path):
+    """The commonest region mistake, as a user meets it on the command line."""
+    region = tmp_path / "state.geojson"
+    ring = [[412_000, 5_540_000], [436_000, 5_540_000], [436_000, 5_561_000], [412_000, 5_540_000]]
+    region.write_text(json.dumps({"type": "Polygon", "coordinates": [ring]}))
+    config = yaml.safe_load(next(p for p in REGIONS if p.stem == "rlp-s2-10m").read_text())
+    config["region"] = str(region)
+    path = tmp_path / "region.yaml"
+    path.write_text(yaml.safe_dump(config))
+    statemap = Path(sys.executable).with_name("statemap")
+    for args in (["run", "--config", str(path)], ["plan", str(path)]):
+        run = subprocess.run([str(statemap), *args], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2, (args, run.stdout, run.stderr)
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+        assert lines[0].startswith(f"statemap: error: {region}: ")
+        assert "cannot be longitude/latitude" in lines[0] and '"crs"' in lines[0]

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cluster.grid import count_tiles, load_region
-from cluster.store import TileStore
+from cluster.predict.store import TileStore
+from cluster.tiles.grid import count_tiles
+from cluster.tiles.region import load_region
 from jobs.period import Period
 from jobs.run import prepare
 from jobs.runrecord import load_record, record_uri

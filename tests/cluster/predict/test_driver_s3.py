@@ -1,0 +1,63 @@
+"""A whole prediction run on object storage: catalog, imagery, region,
+checkpoint and store all on s3:// (SeaweedFS on loopback), equal to a local run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+from cluster.predict.driver import run_predict
+from jobs.compile import compile_to
+from jobs.config import load_predict_config
+from tests.conftest import predict_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.s3]
+
+
+@pytest.fixture(scope="module")
+def s3_ray(s3_server):
+    """Ray started after the server's endpoint and keys are in the environment:
+    workers get them from their own environment, never from the job."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield s3_server
+    ray.shutdown()
+
+
+def _tree(store: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(store).as_posix(): p.read_bytes() for p in store.rglob("*") if p.is_file()
+    }
+
+
+def test_run_on_object_storage_equals_local_run(trained_sample, s3_ray, tmp_path):
+    server = s3_ray
+    local = predict_config(trained_sample, tmp_path / "local", run_id="same-run")
+    summary = run_predict(load_predict_config(local), progress=False)
+    assert summary.done == 36 and not summary.failed
+
+    root = server.upload_tree(trained_sample, "inputs")
+    doc = yaml.safe_load(local.read_text())
+    for key in ("catalog", "region", "checkpoint"):
+        doc[key] = f"{root}/{Path(doc[key]).relative_to(trained_sample).as_posix()}"
+    doc["store"] = server.uri("runs/map.zarr")
+    remote = tmp_path / "remote.yaml"
+    remote.write_text(yaml.safe_dump(doc))
+    summary = run_predict(load_predict_config(remote), progress=False)
+    assert summary.done == 36 and not summary.failed
+
+    objects = server.objects("runs/map.zarr")
+    assert objects == _tree(tmp_path / "local" / "map.zarr")
+    for body in objects.values():
+        assert server.secret_key.encode() not in body and server.access_key.encode() not in body
+
+    again = run_predict(load_predict_config(remote), progress=False)  # resumes: nothing to do
+    assert again.done == 0 and again.skipped == 36
+
+    # COGs compiled from the s3:// store and published to s3:// are the local run's bytes.
+    published = compile_to(server.uri("runs/map.zarr"), server.uri("runs/cogs"))
+    local_cogs = compile_to(str(tmp_path / "local" / "map.zarr"), str(tmp_path / "cogs"))
+    assert len(published) == len(local_cogs) >= 2
+    assert server.objects("runs/cogs") == {Path(p).name: Path(p).read_bytes() for p in local_cogs}
