@@ -43,7 +43,8 @@ from rasterio.crs import CRS
 
 from cluster.errors import ClusterError
 from cluster.imagery.catalog import CHUNK, Selection
-from cluster.imagery.stacitem import RawItem, band_assets, collection_paused, geometry_json, project
+from cluster.imagery.providers import band_assets
+from cluster.imagery.stacitem import RawItem, collection_paused, geometry_json, project
 from cluster.predict.actor import PredictorSetup, check_card, read_card
 from cluster.tiles.grid import count_tiles
 from cluster.tiles.region import Region, load_region
@@ -149,7 +150,7 @@ def plan_run(
         for raw in selection:
             # Every selected item, meeting the region or not, must carry the bands: a
             # run refuses the catalog otherwise, so the plan does too.
-            keys = band_assets(raw, selection.bands)
+            keys = band_assets(raw, selection.bands, setup.overrides)
             totals.add(raw, [_asset_bytes(raw, raw.assets[key]) for key in keys])
             if len(totals.pending) >= CHUNK:
                 totals.flush(region, selection.crs)

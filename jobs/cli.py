@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from jobs import compile as compile_job
-from jobs import demo, plan, predict, run, runs, sample, schedule, train, validate
+from jobs import demo, items, plan, predict, run, runs, sample, schedule, train, validate
 from jobs.errors import guarded
 
 _COMMANDS = {
     "compile": (compile_job, "turn a run's Zarr store into cloud-optimized GeoTIFFs"),
     "demo": (demo, "generate the sample region, train the U-Net and the random forest, compare"),
+    "items": (items, "what statemap reads from each item of a catalog: assets, units, mask"),
     "sample": (sample, "write the generated sample region and a training config for it"),
     "plan": (plan, "what a regional run would do: tiles, items, bytes, GPU-hours"),
     "predict": (predict, "map a region with a trained U-Net on Ray actors into one Zarr store"),
@@ -31,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         module.add_arguments(p)
         p.set_defaults(run=module.run)
     args = parser.parse_args(argv)
-    return guarded(args.run, args)
+    try:
+        return guarded(args.run, args)
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def compare(
     """Train both models; write the forest's scores beside the U-Net's."""
     unet = train(spec, progress=progress, log=log)
     log("training the per-pixel random forest baseline on the same training area")
-    data = read_labelled_image(spec.image, spec.labels, spec.bands, spec.class_names)
+    data = read_labelled_image(spec.image, spec.labels, spec.bands, spec.class_names, spec.units)
     forest = run_baseline(
         data, east_holdout(data.labels.shape, spec.holdout_fraction, spec.gap), seed=spec.seed
     )

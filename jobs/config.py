@@ -7,6 +7,7 @@ checked once, and an error names the field, the file and the fix.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -16,9 +17,11 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cluster.imagery.providers import BandOverride, CollectionOverrides, MaskOverride, Overrides
 from cluster.predict.actor import PredictorSetup
 from cluster.predict.driver import RunSpec
 from cluster.storage import objstore
+from cluster.storage.gdalenv import bucket_var
 from cluster.tiles.grid import Grid
 from cluster.tiles.region import load_region
 from jobs.errors import ConfigError
@@ -73,6 +76,9 @@ class TrainConfig(_Strict):
     labels: Path
     output: Path
     bands: Annotated[list[str], Field(min_length=1)]
+    # The image's units once its own scale/offset are applied; "dn" trains on raw
+    # digital numbers on purpose (prediction then expects them too).
+    units: Literal["reflectance", "dn"] = "reflectance"
     classes: Annotated[list[ClassEntry], Field(min_length=2, max_length=255)]
     model: ModelSection = ModelSection()
     training: TrainingSection = TrainingSection()
@@ -109,6 +115,7 @@ class TrainConfig(_Strict):
             evaluations=t.evaluations,
             seed=t.seed,
             device=t.device,
+            units=self.units,
         )
 
 
@@ -148,6 +155,33 @@ class RunSection(_Strict):
     device: str = "auto"
     run_id: str = ""
     flush_seconds: Annotated[float, Field(ge=0)] = 5.0
+    # Inputs far from the training statistics are refused; true: only logged.
+    accept_input_shift: bool = False
+
+
+def _refuse_credentials(data: Any) -> Any:
+    if isinstance(data, dict):
+        secret = sorted(k for k in data if any(w in k.lower() for w in _SECRET_WORDS))
+        if secret:
+            raise ValueError(
+                f"{secret}: credentials are not read from configs; set AWS_ACCESS_KEY_ID "
+                "and AWS_SECRET_ACCESS_KEY (for a bucket of its own: STATEMAP_BUCKET_<NAME>_"
+                "ACCESS_KEY_ID and ..._SECRET_ACCESS_KEY) in the environment of the driver "
+                "and the workers"
+            )
+    return data
+
+
+class BucketSection(_Strict):
+    """One bucket on its own S3 service."""
+
+    endpoint_url: Annotated[str, Field(pattern=r"^https?://[^/@\s]+$")]
+    region: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: Any) -> Any:
+        return _refuse_credentials(data)
 
 
 class StorageSection(_Strict):
@@ -156,22 +190,60 @@ class StorageSection(_Strict):
 
     endpoint_url: str | None = None  # e.g. http://127.0.0.1:8333 for SeaweedFS/MinIO
     region: str | None = None
+    # Buckets on another S3 service than the run's (e.g. the Copernicus Data Space's
+    # eodata, whose endpoint statemap knows): their keys come from the environment,
+    # STATEMAP_BUCKET_<NAME>_ACCESS_KEY_ID and STATEMAP_BUCKET_<NAME>_SECRET_ACCESS_KEY.
+    buckets: dict[str, BucketSection] = {}
 
     @model_validator(mode="before")
     @classmethod
     def _no_credentials(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            secret = sorted(k for k in data if any(w in k.lower() for w in _SECRET_WORDS))
-            if secret:
-                raise ValueError(
-                    f"{secret}: credentials are not read from configs; set AWS_ACCESS_KEY_ID "
-                    "and AWS_SECRET_ACCESS_KEY in the environment of the driver and the workers"
-                )
-        return data
+        return _refuse_credentials(data)
 
     def environment(self) -> dict[str, str]:
         env = {"AWS_ENDPOINT_URL": self.endpoint_url, "AWS_REGION": self.region}
+        for name, bucket in self.buckets.items():
+            env[bucket_var(name, "ENDPOINT_URL")] = bucket.endpoint_url
+            env[bucket_var(name, "REGION")] = bucket.region
         return {k: v for k, v in env.items() if v}
+
+
+class BandOverrideSection(_Strict):
+    """Where one model band is in a collection's items, and its units; unset fields
+    are found as for any catalog."""
+
+    asset: Annotated[str, Field(min_length=1)] | None = None
+    band: Annotated[int, Field(ge=1)] | None = None  # 1-based, in a multiband asset
+    scale: float | None = None
+    offset: float | None = None
+    nodata: float | None = None
+
+    @field_validator("scale")
+    @classmethod
+    def _nonzero(cls, v: float | None) -> float | None:
+        if v is not None and (v == 0 or not math.isfinite(v)):
+            raise ValueError(f"scale {v!r} must be a finite, non-zero number")
+        return v
+
+    def to_spec(self) -> BandOverride:
+        return BandOverride(self.asset, self.band, self.scale, self.offset, self.nodata)
+
+
+class MaskOverrideSection(_Strict):
+    asset: Annotated[str, Field(min_length=1)]
+    invalid: Annotated[list[int], Field(min_length=1)]  # the asset's values that are unusable
+
+
+class CollectionAssetsSection(_Strict):
+    """How to read one collection statemap does not know (or reads wrongly)."""
+
+    bands: dict[str, BandOverrideSection] = {}
+    mask: MaskOverrideSection | None = None
+
+    def to_spec(self) -> CollectionOverrides:
+        mask = MaskOverride(self.mask.asset, tuple(self.mask.invalid)) if self.mask else None
+        bands = tuple((name, b.to_spec()) for name, b in sorted(self.bands.items()))
+        return CollectionOverrides(bands, mask)
 
 
 class _RunInputs(_Strict):
@@ -190,6 +262,11 @@ class _RunInputs(_Strict):
     grid: GridSection
     run: RunSection = RunSection()
     storage: StorageSection = StorageSection()
+    # Per collection id ("*": any other), overriding how bands, units and masks are found.
+    assets: dict[str, CollectionAssetsSection] = {}
+
+    def overrides(self) -> Overrides:
+        return Overrides(tuple((cid, c.to_spec()) for cid, c in sorted(self.assets.items())))
 
     def root(self, config_path: str | Path) -> str:
         """The folder (or s3:// prefix) relative paths are taken from."""
@@ -223,6 +300,8 @@ class _RunInputs(_Strict):
             store=resolve_uri(store, base),
             batch_size=self.run.batch_size,
             device=self.run.device,
+            overrides=self.overrides(),
+            accept_input_shift=self.run.accept_input_shift,
         )
         return RunSpec(
             setup=setup,

@@ -40,6 +40,7 @@ from unet.model import UNet, UNetConfig
 
 FORMAT = "statemap.checkpoint"
 FORMAT_VERSION = 1
+UNITS = ("reflectance", "dn")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class ModelCard:
     class_names: tuple[str, ...]
     class_colors: tuple[str, ...]
     resolution: float
+    # What the inputs are: "reflectance" (scale and offset applied) or "dn" (values as
+    # stored). Files from before this field were all trained on reflectance.
+    units: str = "reflectance"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +74,8 @@ class ModelCard:
                 f"model card lists {len(self.class_names)} class names and "
                 f"{len(self.class_colors)} colours for {self.config.num_classes} classes"
             )
+        if self.units not in UNITS:
+            raise UNetError(f"model card units {self.units!r}: use one of {list(UNITS)}")
         if any(s <= 0 for s in self.std):
             raise UNetError(f"normalisation std must be > 0 for every band, got {self.std}")
 
@@ -85,6 +91,7 @@ class ModelCard:
                 for i, (n, c) in enumerate(zip(self.class_names, self.class_colors, strict=True))
             ],
             "resolution": self.resolution,
+            "units": self.units,
             "extra": self.extra,
         }
 
@@ -105,6 +112,7 @@ class ModelCard:
                 class_names=tuple(c["name"] for c in classes),
                 class_colors=tuple(c["color"] for c in classes),
                 resolution=float(doc["resolution"]),
+                units=str(doc.get("units", "reflectance")),
                 extra=dict(doc.get("extra", {})),
             )
         except (KeyError, TypeError) as exc:

@@ -63,9 +63,16 @@ def read_labelled_image(
     labels_path: str | Path,
     bands: tuple[str, ...],
     class_names: tuple[str, ...],
+    units: str = "reflectance",
 ) -> LabelledImage:
     """Read the named bands and the labels; refuse mismatches with a message
-    that names the file and what to change."""
+    that names the file and what to change.
+
+    The raster's own scale and offset (GDAL band metadata) are applied, as
+    prediction applies a catalog's: training and mapping then see the same
+    units. With ``units="reflectance"`` a raster whose values are plainly not
+    reflectance (digital numbers) is refused: a model trained on DN maps
+    reflectance inputs wrongly, and nothing would say so."""
     with rasterio.open(image_path) as src:
         found = tuple(d or "" for d in src.descriptions)
         if src.count != len(bands):
@@ -79,7 +86,13 @@ def read_labelled_image(
                 "fix the order or names under 'bands'"
             )
         image = src.read(out_dtype="float32", masked=True).filled(np.nan)
+        for band, scale, offset in zip(image, src.scales, src.offsets, strict=True):
+            if (scale, offset) != (1.0, 0.0):
+                band *= np.float32(scale)
+                band += np.float32(offset)
         profile = (src.crs, src.transform, src.width, src.height)
+    if units == "reflectance":
+        _refuse_dn(image, bands, image_path)
     with rasterio.open(labels_path) as src:
         if src.count != 1:
             raise UNetError(f"label raster {labels_path} has {src.count} bands: give one")
@@ -116,6 +129,25 @@ def read_labelled_image(
         crs=crs.to_string() if crs else "",
         transform=tuple(transform)[:6],
     )
+
+
+# Surface reflectance is about 0..1 (bright snow and specular glints reach ~1.5);
+# a band whose typical value is beyond this holds digital numbers.
+_MAX_REFLECTANCE = 2.0
+
+
+def _refuse_dn(image: np.ndarray, bands: tuple[str, ...], path: str | Path) -> None:
+    for name, band in zip(bands, image, strict=True):
+        finite = band[np.isfinite(band)]
+        median = float(np.median(finite)) if finite.size else 0.0
+        if median > _MAX_REFLECTANCE:
+            raise UNetError(
+                f"{path} band {name}: values around {median:.5g} (median) are not reflectance "
+                "but digital numbers, and the raster states no scale or offset. Give the "
+                "raster its scale and offset (e.g. `gdal_edit -scale 0.0001 -offset -0.1` for "
+                "Sentinel-2 L2A of baseline 04.00 on), or set units: dn in the training config "
+                "to train on DN on purpose (prediction then refuses reflectance inputs)"
+            )
 
 
 def class_names_from_raster(labels_path: str | Path) -> tuple[str, ...] | None:

@@ -57,6 +57,7 @@ class TrainSpec:
     evaluations: int = 5
     seed: int = 0
     device: str = "auto"
+    units: str = "reflectance"  # of the training raster, recorded in the checkpoint
 
     def model_config(self) -> UNetConfig:
         return UNetConfig(
@@ -106,7 +107,9 @@ def train(
 ) -> TrainResult:
     torch.manual_seed(spec.seed)
     device = pick_device(spec.device)
-    data: LabelledImage = read_labelled_image(spec.image, spec.labels, spec.bands, spec.class_names)
+    data: LabelledImage = read_labelled_image(
+        spec.image, spec.labels, spec.bands, spec.class_names, spec.units
+    )
     split = east_holdout(data.labels.shape, spec.holdout_fraction, spec.gap)
     mean, std = band_stats(data, split)
     image = normalize(data.image, mean, std)
@@ -170,6 +173,7 @@ def train(
         class_names=spec.class_names,
         class_colors=spec.class_colors,
         resolution=data.resolution,
+        units=spec.units,
         extra={
             "heldout": scores.to_dict(),
             "steps": step,

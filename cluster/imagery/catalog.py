@@ -41,10 +41,10 @@ from rasterio.warp import transform_bounds
 
 from cluster.errors import ClusterError
 from cluster.imagery.itemcollection import NDJSON_SUFFIXES, read_items
+from cluster.imagery.providers import NO_OVERRIDES, Overrides, resolve
 from cluster.imagery.stacitem import (
     ItemRef,
     RawItem,
-    band_sources,
     collection_paused,
     footprints,
     item_ref,
@@ -162,6 +162,8 @@ class Catalog:
         end: str | None = None,
         max_cloud_cover: float | None = None,
         region: Region | None = None,
+        overrides: Overrides = NO_OVERRIDES,
+        units: str = "reflectance",
     ) -> Catalog:
         """Read, filter and resolve a catalog; refuse it if it cannot serve ``bands``.
 
@@ -172,7 +174,9 @@ class Catalog:
         datetimes, inclusive (a bare end date includes its whole day).
         ``max_cloud_cover`` in percent; items without eo:cloud_cover pass.
         Every item passing the filters must carry every band: the first that
-        doesn't is an error naming it.
+        doesn't is an error naming it. ``overrides`` (from a config) say where
+        bands, units and masks are in collections statemap does not know;
+        ``units`` are those the checkpoint was trained on (``"dn"``: as stored).
         """
         selection = Selection(
             uri, bands, grid_crs, collections=collections, start=start, end=end,
@@ -181,9 +185,9 @@ class Catalog:
         refs: list[ItemRef] = []
         with collection_paused():
             for chunk in chunks(selection):
-                sources = [band_sources(raw, selection.bands) for raw in chunk]
+                resolved = [resolve(raw, selection.bands, overrides, units) for raw in chunk]
                 shapes = footprints(chunk, selection.crs)
-                refs += map(item_ref, chunk, sources, shapes)
+                refs += map(item_ref, chunk, resolved, shapes)
         if not refs:
             raise selection.nothing_passes()
         log.info("catalog %s: %d of %d items kept (%s)", uri, len(refs), selection.seen,
@@ -249,6 +253,8 @@ def _static_items(uri: str, wanted: set[str] | None) -> Iterable[RawItem]:
         obj = pystac.read_file(path, stac_io=objstore.S3StacIO())
     except (OSError, ValueError, KeyError, TypeError, pystac.STACError) as exc:
         raise ClusterError(f"catalog {uri}: cannot be read as STAC ({exc})") from exc
+    if isinstance(obj, pystac.Item):  # one item file: a catalog of one
+        return [RawItem.from_pystac(obj)]
     if not isinstance(obj, pystac.Catalog):
         raise ClusterError(f"catalog {uri}: a {type(obj).__name__}, not a catalog or collection")
     return map(RawItem.from_pystac, _walk(obj, wanted))

@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
@@ -35,6 +34,7 @@ from rasterio.windows import Window
 from rasterio.windows import from_bounds as window_from_bounds
 
 from cluster.errors import ClusterError
+from cluster.imagery.providers import BUCKET_ENDPOINTS
 from cluster.imagery.stacitem import BandSource, ItemRef
 from cluster.storage import objstore
 from cluster.storage.gdalenv import configure_gdal
@@ -78,6 +78,7 @@ def read_window(
     *,
     downsampling: str = "average",
     n_bands: int | None = None,
+    sources: np.ndarray | None = None,
 ) -> np.ndarray:
     """float32 (n_bands, h, w) reflectance on the window; NaN where no item has a valid pixel.
 
@@ -87,7 +88,9 @@ def read_window(
     the first valid pixel winning. ``resampling`` is for sources as fine as the
     target or coarser (20 m bands onto 10 m), ``downsampling`` for finer ones
     (orthophotos onto 10 m: bilinear would alias). ``n_bands`` is needed only
-    when ``items`` may be empty. An unreadable file raises AssetReadError.
+    when ``items`` may be empty. ``sources``, an int array of ``shape``, is given
+    each pixel's position in ``items`` (-1: none), so a check can name the item
+    a suspicious value came from. An unreadable file raises AssetReadError.
     """
     configure_gdal()  # idempotent and cheap; entry points and actors call it first anyway
     h, w = (int(v) for v in shape)
@@ -108,7 +111,9 @@ def read_window(
     dst_crs = _crs(crs)
     out = np.full((counts.pop(), h, w), np.nan, dtype=np.float32)
     todo = np.ones((h, w), dtype=bool)
-    for item in items:
+    if sources is not None:
+        sources[...] = -1
+    for position, item in enumerate(items):
         rows, cols = (np.flatnonzero(todo.any(axis=a)) for a in (1, 0))
         if rows.size == 0:
             break  # every pixel filled: later items are not even opened
@@ -119,6 +124,8 @@ def read_window(
         if data is not None:
             np.copyto(out[:, rows, cols], data, where=valid)
             todo[rows, cols] &= ~valid
+            if sources is not None:
+                sources[rows, cols][valid] = position
     return out
 
 
@@ -369,7 +376,7 @@ def _dataset(href: str) -> DatasetReader:
         cache.move_to_end(href)
         return hit[0]
     _evict(href)
-    src = rasterio.open(objstore.gdal_path(href))  # s3:// -> /vsis3/
+    src = objstore.open_raster(href, BUCKET_ENDPOINTS)
     cache[href] = (src, stamp)
     while len(cache) > _MAX_OPEN:
         cache.popitem(last=False)[1][0].close()

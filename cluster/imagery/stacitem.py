@@ -1,13 +1,15 @@
-"""One STAC item as plain JSON: filters, band sources, cloud mask, footprint.
+"""One STAC item as plain JSON: filters, the records a reader gets, footprint.
 
 Every source of items (a static catalog walked by pystac, a STAC API, a
 single ItemCollection or ndjson file) is reduced to the item's JSON dict
 (:class:`RawItem`), and everything a run decides about an item is decided
-here, once, on that dict. So a run and ``statemap plan`` select the same
-items from any source, and the fast sources stay fast: for a country's
-orthophotos (about 100,000 items) ``pystac.Item.from_dict`` alone costs
-60 µs an item and pystac's asset accessors 100 µs a band, while a dict that
-``json`` has parsed costs nothing more to read.
+on that dict, once: here its period and footprint, in
+``cluster.imagery.providers`` its bands, units and mask. So a run and
+``statemap plan`` select the same items from any source, and the fast
+sources stay fast: for a country's orthophotos (about 100,000 items)
+``pystac.Item.from_dict`` alone costs 60 µs an item and pystac's asset
+accessors 100 µs a band, while a dict that ``json`` has parsed costs
+nothing more to read.
 
 Footprints are reprojected in bulk (:func:`footprints`): one coordinate
 transform for thousands of items instead of a ``transform_geom`` each
@@ -21,7 +23,6 @@ import datetime as dt
 import gc
 import json
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,13 +38,10 @@ from shapely.errors import GEOSException
 from cluster.errors import ClusterError
 
 __all__ = [
-    "SCL_INVALID",
     "BandSource",
     "ItemRef",
     "MaskSource",
     "RawItem",
-    "band_assets",
-    "band_sources",
     "collection_paused",
     "footprints",
     "geometry_json",
@@ -54,15 +52,9 @@ __all__ = [
 ]
 
 Range = tuple[dt.datetime | None, dt.datetime | None]
-# Sen2Cor scene classes without usable surface reflectance:
-# 0 no data, 1 saturated/defective, 3 cloud shadow, 8/9 cloud, 10 thin cirrus.
-SCL_INVALID: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
-# classification:classes names that make a pixel of a data-mask asset unusable.
-_INVALID_CLASS = re.compile(r"no.?data|saturat|defect|cloud|shadow|cirrus", re.IGNORECASE)
 # Footprints are densified before reprojection: a straight lon/lat edge is
 # curved in UTM, and a 110 km scene edge would otherwise be off by metres.
 _DENSIFY_DEG = 0.01
-_SKIP_ROLES = {"thumbnail", "overview", "metadata", "visual"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +67,7 @@ class BandSource:
     offset: float = 0.0
     nodata: float | None = None  # None: the file's own nodata, if it has one
     asset: str = ""  # asset key, for error messages
+    origin: str = ""  # where scale and offset came from (metadata, a convention, the config)
 
 
 @dataclass(frozen=True)
@@ -176,25 +169,18 @@ def passes(raw: RawItem, wanted: set[str] | None, when: Range, max_cloud: float 
     return max_cloud is None or cloud is None or float(cloud) <= max_cloud
 
 
-def band_sources(raw: RawItem, bands: Sequence[str]) -> tuple[BandSource, ...]:
-    """Each band's source in the item, in the order of ``bands``; the first band the
-    item lacks is an error naming the item, the band and what the item has."""
-    return tuple(_source(raw, *pick) for pick in _pick_bands(raw, bands))
-
-
-def band_assets(raw: RawItem, bands: Sequence[str]) -> list[str]:
-    """The keys of the assets ``band_sources`` would read, each once, refusing the same
-    items; without resolving hrefs or scales (for a plan: a third of the cost)."""
-    return list(dict.fromkeys(key for key, _, _ in _pick_bands(raw, bands)))
-
-
-def item_ref(raw: RawItem, sources: tuple[BandSource, ...], footprint: shapely.Geometry) -> ItemRef:
-    """The frozen record a reader gets, from the item's resolved bands and footprint."""
+def item_ref(
+    raw: RawItem,
+    resolved: tuple[tuple[BandSource, ...], MaskSource | None],
+    footprint: shapely.Geometry,
+) -> ItemRef:
+    """The frozen record a reader gets, from the item's resolved bands, mask and footprint."""
+    sources, mask = resolved
     moment, cloud = item_time(raw), raw.properties.get("eo:cloud_cover")
     iso = moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if moment else ""
     cloud = None if cloud is None else float(cloud)
     wkb = shapely.to_wkb(footprint)
-    return ItemRef(raw.id, raw.collection, iso, cloud, wkb, sources, _find_mask(raw))
+    return ItemRef(raw.id, raw.collection, iso, cloud, wkb, sources, mask)
 
 
 def footprints(raws: Sequence[RawItem], crs: CRS | str) -> np.ndarray:
@@ -266,107 +252,3 @@ def _one_geometry(item_id: str, text: str) -> shapely.Geometry:
         return shapely.from_geojson(text)
     except GEOSException as exc:
         raise ClusterError(f"item {item_id}: malformed geometry ({exc}); fix the catalog") from exc
-
-
-def _usable(asset: dict[str, Any]) -> bool:
-    """Whether an asset may hold model bands: previews and metadata may not, unless
-    they say they are data."""
-    roles = set(asset.get("roles") or ())
-    return not (roles & _SKIP_ROLES and "data" not in roles)
-
-
-def _asset_bands(asset: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per band of the file, eo:bands, raster:bands and STAC 1.1 ``bands`` merged."""
-    groups = [asset.get(k) for k in ("bands", "raster:bands", "eo:bands")]
-    groups = [g for g in groups if isinstance(g, list) and g]
-    if len(groups) == 1:  # the common case: no merging to do
-        return [b if isinstance(b, dict) else {} for b in groups[0]]
-    return [
-        {k: v for g in groups if i < len(g) and isinstance(g[i], dict) for k, v in g[i].items()}
-        for i in range(max(map(len, groups), default=0))
-    ]
-
-
-def _names(band: dict[str, Any]) -> set[str]:
-    return {str(band[k]).lower() for k in ("common_name", "eo:common_name", "name") if k in band}
-
-
-def _pick_bands(raw: RawItem, bands: Sequence[str]) -> list[tuple[str, int, dict[str, Any]]]:
-    """(asset key, 0-based band index, band metadata) per band; a missing band is refused."""
-    assets = raw.assets
-    described = {
-        key: [(meta, _names(meta)) for meta in _asset_bands(asset) or [{}]]
-        for key, asset in assets.items()
-        if _usable(asset)
-    }
-    out = []
-    for name in bands:
-        found = _find_band(assets, described, name.lower())
-        if found is None:
-            raise ClusterError(
-                f"item {raw.id} (collection {raw.collection or None}) has no band {name!r}; its "
-                f"bands are {_inventory(raw)}. The checkpoint's bands {list(bands)} must all "
-                "be in every item: restrict collections= to ones carrying them, or use a "
-                "checkpoint trained on bands this catalog has"
-            )
-        out.append(found)
-    return out
-
-
-def _find_band(
-    assets: dict[str, dict[str, Any]],
-    described: dict[str, list[tuple[dict[str, Any], set[str]]]],
-    want: str,
-) -> tuple[str, int, dict[str, Any]] | None:
-    """The best asset band called ``want``: an asset keyed by the name beats one matched
-    by eo:bands; a single-band file beats a band of a multiband one (a uint8 "visual"
-    preview also lists red); a GeoTIFF beats a JPEG2000 copy; then the key decides."""
-    best = None
-    for key, bands in described.items():
-        index = 0 if key.lower() == want and len(bands) == 1 else -1
-        index = next((i for i, (_, names) in enumerate(bands) if want in names), index)
-        if index < 0:
-            continue
-        media = str(assets[key].get("type") or "").lower()
-        rank = (key.lower() != want, len(bands) > 1, "tif" not in media, key)
-        if best is None or rank < best[0]:
-            best = (rank, key, index, bands[index][0])
-    return None if best is None else best[1:]
-
-
-def _source(raw: RawItem, key: str, index: int, meta: dict[str, Any]) -> BandSource:
-    def number(field: str, default: float | None) -> float | None:
-        value = meta.get(field, meta.get(f"raster:{field}"))
-        try:
-            return default if value is None else float(value)
-        except (TypeError, ValueError) as exc:
-            raise ClusterError(
-                f"item {raw.id} asset {key!r} band {index + 1}: {field}={value!r} is not a "
-                "number; fix the catalog's raster:bands"
-            ) from exc
-
-    scale, offset = number("scale", 1.0) or 0.0, number("offset", 0.0) or 0.0
-    href = raw.href(raw.assets[key])
-    return BandSource(href, index + 1, scale, offset, number("nodata", None), key)
-
-
-def _find_mask(raw: RawItem) -> MaskSource | None:
-    """Sentinel-2's SCL (by key; Sen2Cor classes), or a data-mask asset naming its
-    classes (classification extension): those classed no data, cloud, shadow, ..."""
-    for key, asset in raw.assets.items():
-        raster = (asset.get("raster:bands") or [{}])[0] or {}
-        classes = asset.get("classification:classes", raster.get("classification:classes"))
-        if classes and (key.lower() == "scl" or "data-mask" in (asset.get("roles") or ())):
-            text = ((int(c["value"]), f"{c.get('name')} {c.get('description')}") for c in classes)
-            invalid = tuple(sorted(v for v, t in text if _INVALID_CLASS.search(t)))
-            return MaskSource(raw.href(asset), invalid, key)
-        if key.lower() == "scl":
-            return MaskSource(raw.href(asset), SCL_INVALID, key)
-    return None
-
-
-def _inventory(raw: RawItem) -> str:
-    names = {
-        k: sorted({n for b in _asset_bands(a) for n in _names(b)}) for k, a in raw.assets.items()
-    }
-    return "[" + "; ".join(f"{k} ({', '.join(n)})" if n else k for k, n in names.items()) + "]"

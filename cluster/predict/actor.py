@@ -10,6 +10,7 @@ not depend on which tiles share its batch.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -20,17 +21,20 @@ import torch
 
 from cluster.errors import ClusterError
 from cluster.imagery.catalog import Catalog
+from cluster.imagery.providers import NO_OVERRIDES, Overrides
 from cluster.imagery.reader import read_window
+from cluster.predict.inputcheck import InputCheckError, check_tile
 from cluster.predict.store import TileStore
 from cluster.storage import objstore
 from cluster.storage.gdalenv import configure_gdal
 from cluster.tiles.grid import Grid, Tile, region_mask
-from cluster.tiles.region import load_region
+from cluster.tiles.region import Region, load_region
 from unet.checkpoint import ModelCard, card_from_bytes, parse_checkpoint
 from unet.data import normalize
 from unet.model import autocast, pick_device, prepare_for_device
 
 NODATA = 255
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class PredictorSetup:
     batch_size: int
     device: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 = all the actor's CPUs
+    overrides: Overrides = NO_OVERRIDES  # the config's word on bands, units, masks
+    accept_input_shift: bool = False  # input-check findings only logged, not refused
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class TileResult:
     ok: bool
     error: str = ""
     read_s: float = 0.0
+    fatal: bool = False  # the inputs are wrong, not just this tile: stop the run
 
 
 def confidence_to_uint8(p: np.ndarray) -> np.ndarray:
@@ -105,6 +112,15 @@ def check_card(card: ModelCard, grid: Grid, source: str) -> None:
         )
 
 
+def open_catalog(setup: PredictorSetup, card: ModelCard, region: Region) -> Catalog:
+    """The run's catalog as the driver checks it and every actor reads it."""
+    return Catalog.open(
+        setup.catalog, card.bands, setup.grid.crs, collections=setup.collections,
+        start=setup.start, end=setup.end, max_cloud_cover=setup.max_cloud_cover,
+        region=region, overrides=setup.overrides, units=card.units,
+    )  # fmt: skip
+
+
 class Predictor:
     """Plain class, wrapped as a Ray actor by ``cluster.predict.driver``; usable
     without Ray in tests and benchmarks."""
@@ -121,16 +137,7 @@ class Predictor:
         self.std = np.asarray(self.card.std, dtype=np.float32)
         self.grid = setup.grid
         self.region = load_region(setup.region, self.grid.crs)
-        self.catalog = Catalog.open(
-            setup.catalog,
-            self.card.bands,
-            self.grid.crs,
-            collections=setup.collections,
-            start=setup.start,
-            end=setup.end,
-            max_cloud_cover=setup.max_cloud_cover,
-            region=self.region,
-        )
+        self.catalog = open_catalog(setup, self.card, self.region)
         self.store = TileStore.open(setup.store, writable=True)
         self._model_lock = threading.Lock()
 
@@ -138,11 +145,21 @@ class Predictor:
         return os.getpid()
 
     def read(self, tile: Tile) -> np.ndarray:
-        """Normalised, haloed input of a tile; NaN (no valid input) kept apart."""
+        """Haloed input of a tile, NaN where no item has a valid pixel; checked, item
+        by item, against the training statistics (InputCheckError)."""
         bounds = self.grid.tile_bounds(tile, halo=True)
         items = self.catalog.items_for(bounds)
         shape = self.grid.tile_shape(halo=True)
-        return read_window(items, bounds, shape, self.grid.crs, n_bands=len(self.card.bands))
+        sources = np.empty(shape, dtype=np.int16)
+        raw = read_window(
+            items, bounds, shape, self.grid.crs, n_bands=len(self.card.bands), sources=sources
+        )
+        problem = check_tile(raw, sources, items, self.card, self.setup.checkpoint)
+        if problem is not None:
+            if not self.setup.accept_input_shift:
+                raise InputCheckError(problem)
+            log.warning("tile %s: %s", tile.id, problem)
+        return raw
 
     def predict(self, tile_ids: list[str]) -> list[TileResult]:
         if len(tile_ids) > self.setup.batch_size:
@@ -154,6 +171,9 @@ class Predictor:
             try:
                 tile = Tile.parse(tile_id)
                 inputs.append((tile, self.read(tile)))
+            except InputCheckError as exc:
+                results.append(TileResult(tile_id, False, f"tile {tile_id}: {exc}", fatal=True))
+                continue
             except ClusterError as exc:
                 results.append(TileResult(tile_id, False, f"tile {tile_id}: {exc}"))
                 continue

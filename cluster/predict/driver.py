@@ -20,14 +20,15 @@ import ray
 from tqdm import tqdm
 
 from cluster.errors import ClusterError
-from cluster.imagery.catalog import Catalog
 from cluster.predict.actor import (
     Predictor,
     PredictorSetup,
     TileResult,
     check_card,
     checkpoint_bytes,
+    open_catalog,
 )
+from cluster.predict.inputcheck import InputCheckError, precheck
 from cluster.predict.store import RunAttrs, StoreLayout, TileStore
 from cluster.storage.gdalenv import configure_gdal
 from cluster.tiles.grid import Tile, count_tiles, iter_tiles
@@ -89,6 +90,8 @@ def derive_run_id(setup: PredictorSetup, checkpoint_sha: str) -> str:
         "grid": asdict(setup.grid),
         "checkpoint": checkpoint_sha,
     }
+    if setup.overrides.collections:  # absent before overrides existed: old ids stay
+        doc["overrides"] = asdict(setup.overrides)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -101,32 +104,29 @@ class Checked:
     region: Region
     layout: StoreLayout
     items: int
+    warnings: tuple[str, ...] = ()  # input-check findings accepted by the config
 
 
 def check_inputs(setup: PredictorSetup) -> Checked:
-    """Everything that can be refused before an actor starts."""
+    """Everything that can be refused before an actor starts (and before the store
+    exists): checkpoint against grid and catalog, region, and the input values."""
     data = checkpoint_bytes(setup.checkpoint)
     card = card_from_bytes(data, setup.checkpoint)
     grid = setup.grid
     check_card(card, grid, setup.checkpoint)
     region = load_region(setup.region, grid.crs)
-    catalog = Catalog.open(
-        setup.catalog,
-        card.bands,
-        grid.crs,
-        collections=setup.collections,
-        start=setup.start,
-        end=setup.end,
-        max_cloud_cover=setup.max_cloud_cover,
-        region=region,
-    )
+    catalog = open_catalog(setup, card, region)
     catalog.check_covers(region)
+    warnings = precheck(
+        catalog, grid, region, card, setup.checkpoint, accept=setup.accept_input_shift
+    )
     return Checked(
         checkpoint_sha256=hashlib.sha256(data).hexdigest(),
         card=card,
         region=region,
         layout=StoreLayout.for_bounds(grid, region.bounds),
         items=len(catalog),
+        warnings=tuple(warnings),
     )
 
 
@@ -226,8 +226,10 @@ def run_predict(
     newly_done: list[Tile] = []
     start = last_flush = time.perf_counter()
 
+    stopped: list[str] = []  # an actor's input check refused a tile: send no more
+
     def submit(actor_index: int) -> bool:
-        batch = next(batches, None)
+        batch = None if stopped else next(batches, None)
         if batch is None:
             return False
         ref = actors[actor_index].predict.remote(batch)
@@ -253,6 +255,8 @@ def run_predict(
                     newly_done.append(Tile.parse(result.tile_id))
                 else:
                     summary.failed[result.tile_id] = result.error
+                    if result.fatal and not stopped:
+                        stopped.append(result.error)
                 if on_result:
                     on_result(result)
             bar.update(len(results))
@@ -268,4 +272,9 @@ def run_predict(
         for actor in actors:
             ray.kill(actor)
     summary.seconds = time.perf_counter() - start
+    if stopped:
+        raise InputCheckError(
+            f"{stopped[0]} (the run stopped; {summary.done} tiles written before are kept, "
+            "a rerun after the fix resumes)"
+        )
     return summary

@@ -11,16 +11,34 @@ throughput.
 Options go into ``os.environ`` (GDAL reads config options from the
 environment on each use), and only where the user has not set them: a value
 exported in the shell or the job's runtime_env always wins. Nothing here
-reads, sets or logs credentials.
+logs credentials.
+
+Some imagery lives on another S3 service than the run's own storage: the
+Copernicus Data Space serves Sentinel-2 from ``s3://eodata`` on its own
+endpoint, with its own keys. Such a bucket gets its endpoint and keys from
+``STATEMAP_BUCKET_<NAME>_*`` variables (:func:`bucket_env`), applied only
+while a file of that bucket is opened; the run's ``AWS_*`` settings stay for
+everything else.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from functools import lru_cache
 from urllib.parse import urlsplit
 
-__all__ = ["DEFAULTS", "ENDPOINT_VARS", "configure_gdal"]
+import rasterio
+from rasterio.session import AWSSession
+
+__all__ = [
+    "BUCKET_FIELDS",
+    "DEFAULTS",
+    "ENDPOINT_VARS",
+    "bucket_env",
+    "bucket_var",
+    "configure_gdal",
+]
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +47,8 @@ DEFAULTS: dict[str, str] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     # Never probe for sidecars (.aux.xml, .ovr, .msk) over HTTP; VRT mosaic
     # indexes of compiled maps are read the same way, hence .vrt.
-    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.vrt,.VRT",
+    # JPEG2000 too: the Copernicus Data Space serves Sentinel-2 as ESA's .jp2 files.
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.vrt,.VRT,.jp2,.JP2",
     # Fetch the scattered tiles of one window in one request.
     "GDAL_HTTP_MULTIRANGE": "YES",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
@@ -50,6 +69,8 @@ DEFAULTS: dict[str, str] = {
 
 # boto3 reads the endpoint from AWS_ENDPOINT_URL(_S3); GDAL wants AWS_S3_ENDPOINT.
 ENDPOINT_VARS = ("AWS_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+# STATEMAP_BUCKET_<NAME>_<FIELD>: a bucket on its own S3 service.
+BUCKET_FIELDS = ("ENDPOINT_URL", "REGION", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "SESSION_TOKEN")
 
 
 def configure_gdal() -> None:
@@ -101,3 +122,48 @@ def _configure_s3_endpoint() -> dict[str, str]:
     if _setdefault("AWS_VIRTUAL_HOSTING", "FALSE"):
         applied["AWS_VIRTUAL_HOSTING"] = "FALSE"
     return applied
+
+
+def bucket_var(bucket: str, field: str) -> str:
+    """``STATEMAP_BUCKET_<NAME>_<FIELD>``: the bucket name upper-cased, ``-`` and ``.``
+    as ``_`` (``eodata`` -> ``STATEMAP_BUCKET_EODATA_ENDPOINT_URL``)."""
+    name = "".join(c if c.isalnum() else "_" for c in bucket.upper())
+    return f"STATEMAP_BUCKET_{name}_{field}"
+
+
+def bucket_env(bucket: str, default_endpoint: str | None = None) -> rasterio.Env | None:
+    """The GDAL environment for opening files of ``bucket`` when it is on its own S3
+    service (``STATEMAP_BUCKET_<NAME>_ENDPOINT_URL``, else ``default_endpoint``); None
+    when it is on the run's own storage. Its keys come only from its own variables:
+    without them requests go unsigned, so the run's keys never reach another service."""
+    env = os.environ
+    endpoint = (env.get(bucket_var(bucket, "ENDPOINT_URL")) or default_endpoint or "").strip()
+    if not endpoint:
+        return None
+    parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    key, secret, token = (
+        env.get(bucket_var(bucket, field)) or None
+        for field in ("ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "SESSION_TOKEN")
+    )
+    session = _session(
+        parts.netloc + parts.path.rstrip("/"),
+        env.get(bucket_var(bucket, "REGION")) or "default",
+        (key, secret, token) if key and secret else None,
+    )
+    options = {"AWS_HTTPS": "NO" if parts.scheme.lower() == "http" else "YES",
+               "AWS_VIRTUAL_HOSTING": "FALSE"}  # fmt: skip
+    if token is None:
+        options["AWS_SESSION_TOKEN"] = ""  # not the run's own token
+    return rasterio.Env(session=session, **options)
+
+
+@lru_cache(maxsize=16)
+def _session(endpoint: str, region: str, keys: tuple[str, str, str | None] | None) -> AWSSession:
+    """One per bucket service and keys: a boto3 session costs milliseconds to make."""
+    if keys is None:
+        return AWSSession(aws_unsigned=True, region_name=region, endpoint_url=endpoint)
+    key, secret, token = keys
+    return AWSSession(
+        aws_unsigned=False, aws_access_key_id=key, aws_secret_access_key=secret,
+        aws_session_token=token, region_name=region, endpoint_url=endpoint,
+    )  # fmt: skip

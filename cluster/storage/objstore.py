@@ -11,8 +11,9 @@ anywhere. This module is the one place that knows how each library reaches an
 - small objects (:func:`read_bytes`, :func:`write_bytes_atomic`,
   :func:`exists`, :func:`exists_under`): boto3. One PUT replaces an object
   whole, so a reader sees the old bytes or the new, never a mix;
-- rasterio/GDAL (:func:`gdal_path`): ``/vsis3/bucket/key``, with GDAL's
-  options set by ``cluster.storage.gdalenv.configure_gdal``;
+- rasterio/GDAL (:func:`gdal_path`, :func:`open_raster`): ``/vsis3/bucket/key``,
+  with GDAL's options set by ``cluster.storage.gdalenv.configure_gdal``, and a
+  bucket on another S3 service opened with its own endpoint and keys;
 - pystac (:class:`S3StacIO`): reads and writes ``s3://`` hrefs, so a static
   catalog opens from S3 and its relative links resolve to ``s3://`` hrefs.
 
@@ -43,18 +44,21 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+import rasterio
+import rasterio.errors
 from pystac.stac_io import DefaultStacIO
 
 from cluster.errors import ClusterError
-from cluster.storage.gdalenv import ENDPOINT_VARS
+from cluster.storage.gdalenv import ENDPOINT_VARS, bucket_env, bucket_var
 
 if TYPE_CHECKING:
+    from rasterio.io import DatasetReader
     from zarr.abc.store import Store
 
 __all__ = [
     "ObjectStoreError", "S3Settings", "S3StacIO", "exists", "exists_under", "gdal_path",
-    "is_s3", "iter_under", "join", "local_path", "read_bytes", "s3_client", "split_s3",
-    "write_bytes_atomic", "zarr_store",
+    "is_s3", "iter_under", "join", "local_path", "open_raster", "read_bytes", "s3_client",
+    "split_s3", "write_bytes_atomic", "zarr_store",
 ]  # fmt: skip
 
 _CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -386,3 +390,25 @@ class S3StacIO(DefaultStacIO):
             super().write_text_to_href(href, txt)
             return
         write_bytes_atomic(href, txt.encode("utf-8"))
+
+
+def open_raster(href: str, bucket_endpoints: Mapping[str, str] | None = None) -> DatasetReader:
+    """``rasterio.open`` of ``href`` (:func:`gdal_path`); a file in a bucket on its own S3
+    service (its ``STATEMAP_BUCKET_<NAME>_ENDPOINT_URL``, else ``bucket_endpoints``) is
+    opened with that service's endpoint and keys (``gdalenv.bucket_env``)."""
+    path = gdal_path(href)
+    bucket = split_s3(href)[0] if is_s3(href) else ""
+    own = bucket_env(bucket, (bucket_endpoints or {}).get(bucket)) if bucket else None
+    if own is None:
+        return rasterio.open(path)
+    try:
+        with own:
+            return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        if not own.session.unsigned:
+            raise
+        raise rasterio.errors.RasterioIOError(
+            f"{exc}; bucket {bucket} was asked without keys: set "
+            f"{bucket_var(bucket, 'ACCESS_KEY_ID')} and {bucket_var(bucket, 'SECRET_ACCESS_KEY')} "
+            "on the driver and workers"
+        ) from None

@@ -97,6 +97,22 @@ def test_credentials_in_a_config_are_refused(tmp_path):
         load_predict_config(_write(tmp_path, doc))
 
 
+def test_a_bucket_on_its_own_service(tmp_path, monkeypatch):
+    """Its endpoint from the config, into the variables every reader uses; never keys."""
+    for name in ("STATEMAP_BUCKET_EODATA_ENDPOINT_URL", "STATEMAP_BUCKET_EODATA_REGION"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test
+    buckets = {"eodata": {"endpoint_url": "https://eodata.example.eu", "region": "default"}}
+    load_predict_config(_write(tmp_path, PREDICT | {"storage": {"buckets": buckets}}))
+    assert os.environ["STATEMAP_BUCKET_EODATA_ENDPOINT_URL"] == "https://eodata.example.eu"
+    assert os.environ["STATEMAP_BUCKET_EODATA_REGION"] == "default"
+    keyed = {"eodata": {"endpoint_url": "https://e.eu", "secret_access_key": "abc"}}
+    with pytest.raises(ConfigError, match=r"storage.buckets.eodata: .*STATEMAP_BUCKET_<NAME>_"):
+        load_predict_config(_write(tmp_path, PREDICT | {"storage": {"buckets": keyed}}))
+    bad = {"eodata": {"endpoint_url": "eodata.example.eu"}}
+    with pytest.raises(ConfigError, match=r"storage.buckets.eodata.endpoint_url"):
+        load_predict_config(_write(tmp_path, PREDICT | {"storage": {"buckets": bad}}))
+
+
 def test_base_moves_every_relative_path_of_a_region_config(tmp_path):
     """``base`` (or ``--set base=...``) points a config at data elsewhere: local or
     s3://; absolute paths and URIs stay as written."""

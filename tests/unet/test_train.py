@@ -92,3 +92,29 @@ def test_misnamed_bands_are_refused(tmp_path, tiny_scene, class_table):
     )
     with pytest.raises(UNetError, match=r"band names .* differ"):
         read_labelled_image(img, lab, ("blue", "green", "red", "nir"), class_table[0])
+
+
+def test_raster_scale_and_offset_are_applied_and_dn_refused(tmp_path, tiny_scene, class_table):
+    """Training reads a raster as prediction reads a catalog: its own scale/offset
+    applied; digital numbers refused when the config says reflectance."""
+    import rasterio
+
+    dn = np.rint((tiny_scene.reflectance + 0.1) / 1e-4).astype(np.float32)
+    img, lab = write_pair(tmp_path, dn, tiny_scene.labels)
+    names = class_table[0]
+    with pytest.raises(UNetError, match=r"image.tif band blue: values around \d+ .* digital"):
+        read_labelled_image(img, lab, ("blue", "green", "red", "nir"), names)
+    raw = read_labelled_image(img, lab, ("blue", "green", "red", "nir"), names, units="dn")
+    np.testing.assert_array_equal(raw.image, dn)
+    with rasterio.open(img, "r+") as dst:  # the raster states its scale and offset
+        dst.scales, dst.offsets = (1e-4,) * 4, (-0.1,) * 4
+    data = read_labelled_image(img, lab, ("blue", "green", "red", "nir"), names)
+    np.testing.assert_allclose(data.image, tiny_scene.reflectance, atol=6e-5)
+
+
+def test_checkpoint_records_the_units(tmp_path, tiny_scene, class_table):
+    dn = np.rint((tiny_scene.reflectance + 0.1) / 1e-4).astype(np.float32)
+    img, lab = write_pair(tmp_path, dn, tiny_scene.labels)
+    spec = _spec(tmp_path, img, lab, class_table, max_steps=2, evaluations=0, units="dn")
+    result = train(spec, progress=False, log=lambda _: None)
+    assert load_checkpoint(result.checkpoint)[1].units == "dn"

@@ -13,7 +13,7 @@ from rasterio.warp import transform_geom
 
 from cluster.errors import ClusterError
 from cluster.imagery.catalog import Catalog
-from cluster.imagery.stacitem import SCL_INVALID
+from cluster.imagery.providers import SCL_INVALID
 from cluster.sample.catalog import ORTHO_COLLECTION, S2_COLLECTION, write_region
 from cluster.sample.scene import BANDS, SampleSpec
 from cluster.tiles.grid import Grid, iter_tiles

@@ -104,6 +104,26 @@ def test_settings_from_environment(env, endpoint):
     assert S3Settings.from_env(both).region == "eu-central-1"
 
 
+def test_a_bucket_on_its_own_service_gets_its_own_gdal_environment(monkeypatch):
+    from cluster.imagery.providers import BUCKET_ENDPOINTS
+    from cluster.storage.gdalenv import bucket_env, bucket_var
+
+    assert bucket_var("my-bucket.v2", "REGION") == "STATEMAP_BUCKET_MY_BUCKET_V2_REGION"
+    for field in ("ENDPOINT_URL", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "SESSION_TOKEN"):
+        monkeypatch.delenv(bucket_var("eodata", field), raising=False)
+    assert bucket_env("statemap-test") is None  # the run's own storage: nothing changes
+    cdse = bucket_env("eodata", BUCKET_ENDPOINTS["eodata"])
+    assert cdse.session.unsigned and cdse.session.endpoint_url == "eodata.dataspace.copernicus.eu"
+    assert cdse.options == {"AWS_HTTPS": "YES", "AWS_VIRTUAL_HOSTING": "FALSE",
+                            "AWS_SESSION_TOKEN": ""}  # fmt: skip
+    monkeypatch.setenv(bucket_var("eodata", "ENDPOINT_URL"), "http://127.0.0.1:9000")
+    monkeypatch.setenv(bucket_var("eodata", "ACCESS_KEY_ID"), "AKIDEODATA")
+    monkeypatch.setenv(bucket_var("eodata", "SECRET_ACCESS_KEY"), "never-shown")
+    keyed = bucket_env("eodata", BUCKET_ENDPOINTS["eodata"])
+    assert not keyed.session.unsigned and keyed.options["AWS_HTTPS"] == "NO"
+    assert keyed.session.credentials["aws_access_key_id"] == "AKIDEODATA"
+
+
 # --- against SeaweedFS ---------------------------------------------------------------
 
 
@@ -283,3 +303,68 @@ def test_server_restarts_with_its_data(s3_server):
 def test_no_credentials_in_any_object(s3_server, remote):
     """Last: every object the tests above left in the bucket."""
     assert_no_credentials(s3_server)
+
+
+@pytest.mark.s3
+def test_a_bucket_on_its_own_service_is_read_with_its_own_keys(
+    s3_server, region, tmp_path, monkeypatch
+):
+    """The Copernicus Data Space way: items whose hrefs are s3://eodata/... on another
+    S3 service than the run's own storage, with keys of its own."""
+    import json
+    import shutil
+
+    from cluster.imagery.reader import AssetReadError, close_datasets
+    from cluster.sample.layouts import rewrite_catalog
+    from cluster.storage.gdalenv import bucket_var
+
+    local = rewrite_catalog(region.root, tmp_path / "cdse", "cdse")
+    s3_server.client().create_bucket(Bucket="eodata")
+    remote = tmp_path / "remote"  # the same items, their files in s3://eodata
+    shutil.copytree(tmp_path / "cdse", remote, ignore=shutil.ignore_patterns("*.jp2"))
+    for path in sorted(remote.glob("*/*/*.json")):
+        doc = json.loads(path.read_text())
+        for asset in doc["assets"].values():
+            key = f"Sentinel-2/{doc['id']}/{asset['href'].removeprefix('./')}"
+            s3_server.client().upload_file(
+                str(local.parent / path.parent.relative_to(remote) / asset["href"]), "eodata", key
+            )
+            asset["href"] = f"s3://eodata/{key}"
+        path.write_text(json.dumps(doc))
+    # The run's own storage is elsewhere (here: nowhere), with other keys.
+    for var in ("AWS_ENDPOINT_URL", "AWS_S3_ENDPOINT"):
+        monkeypatch.setenv(
+            var, "http://127.0.0.1:9" if var == "AWS_ENDPOINT_URL" else "127.0.0.1:9"
+        )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "the-runs-own-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-runs-own-secret")
+    monkeypatch.setenv(bucket_var("eodata", "ENDPOINT_URL"), s3_server.endpoint_url)
+    bounds, shape = SPEC.bounds, (SPEC.height, SPEC.width)
+    want = read_window(Catalog.open(str(local), BANDS, CRS).items_for(bounds), bounds, shape, CRS)
+    items = Catalog.open(str(remote / "catalog.json"), BANDS, CRS).items_for(bounds)
+    assert items[0].bands[0].href.startswith("s3://eodata/Sentinel-2/")
+
+    monkeypatch.setenv(bucket_var("eodata", "ACCESS_KEY_ID"), s3_server.access_key)
+    monkeypatch.setenv(bucket_var("eodata", "SECRET_ACCESS_KEY"), s3_server.secret_key)
+    got = read_window(items, bounds, shape, CRS)
+    close_datasets()
+    assert np.isfinite(want).mean() > 0.5
+    np.testing.assert_array_equal(got, want)
+
+    # Without keys of its own, the bucket is asked unsigned: the run's keys are not sent.
+    monkeypatch.delenv(bucket_var("eodata", "SECRET_ACCESS_KEY"))
+    client = s3_server.client()
+    for band in items[0].bands:  # fresh keys: GDAL remembers what it read before
+        key = "unsigned/" + band.href.removeprefix("s3://eodata/")
+        client.copy_object(Bucket="eodata", Key=key, CopySource=band.href[5:])
+    unsigned = dataclasses.replace(
+        items[0], mask=None,
+        bands=tuple(dataclasses.replace(b, href=b.href.replace("eodata/", "eodata/unsigned/", 1))
+                    for b in items[0].bands),
+    )  # fmt: skip
+    with pytest.raises(
+        AssetReadError,
+        match=r"eodata/unsigned/.*cannot be read: Access Denied.*"
+        r"STATEMAP_BUCKET_EODATA_ACCESS_KEY_ID",
+    ):
+        read_window([unsigned], bounds, shape, CRS)
