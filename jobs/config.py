@@ -64,6 +64,9 @@ class TrainingSection(_Strict):
     evaluations: Annotated[int, Field(ge=0)] = 5
     seed: int = 0
     device: str = "auto"
+    # Random symmetries of the training chips (unet.augment): "none" where
+    # orientation is part of a class (rows, terraces, wind-thrown stands).
+    augmentation: Literal["d4", "flips", "rot90", "none"] = "d4"
 
 
 class HoldoutSection(_Strict):
@@ -116,6 +119,7 @@ class TrainConfig(_Strict):
             seed=t.seed,
             device=t.device,
             units=self.units,
+            augmentation=t.augmentation,
         )
 
 

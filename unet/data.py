@@ -17,6 +17,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from unet.augment import augment, check_augmentation
 from unet.errors import UNetError
 
 IGNORE = 255  # label value for "no label" (nodata), ignored by the loss and the metrics
@@ -185,7 +186,8 @@ def normalize(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarra
 
 
 class ChipSampler:
-    """Random chips from the training area, with random flips and rotations."""
+    """Random chips from the training area, each turned or flipped by a random
+    symmetry of ``augmentation``'s group (see ``unet.augment``)."""
 
     def __init__(
         self,
@@ -195,6 +197,7 @@ class ChipSampler:
         size: int,
         seed: int,
         min_valid: float = 0.25,
+        augmentation: str = "d4",
     ) -> None:
         h, w = labels.shape
         if h < size or w < size:
@@ -202,6 +205,7 @@ class ChipSampler:
         self.image, self.labels, self.split, self.size = image, labels, split, size
         self.rng = np.random.default_rng(seed)
         self.min_valid = min_valid
+        self.augmentation = check_augmentation(augmentation)
 
     def _origin(self) -> tuple[int, int]:
         h, w = self.labels.shape
@@ -222,14 +226,14 @@ class ChipSampler:
         xs, ys = [], []
         for _ in range(n):
             r, c = self._origin()
-            x = self.image[:, r : r + self.size, c : c + self.size]
-            y = self.labels[r : r + self.size, c : c + self.size]
-            k = int(self.rng.integers(4))
-            x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
-            if self.rng.integers(2):
-                x, y = x[:, :, ::-1], y[:, ::-1]
-            xs.append(np.ascontiguousarray(x))
-            ys.append(np.ascontiguousarray(y))
+            x, y = augment(
+                self.image[:, r : r + self.size, c : c + self.size],
+                self.labels[r : r + self.size, c : c + self.size],
+                self.augmentation,
+                self.rng,
+            )
+            xs.append(x)
+            ys.append(y)
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)).long()
 
 

@@ -1,5 +1,6 @@
 """Per-pixel accuracy on held-out ground truth: overall accuracy, per-class
-IoU, their mean, and the confusion matrix; plus the two report figures."""
+IoU, their mean, per-class precision, recall and F1, and the confusion
+matrix; plus the two report figures."""
 
 from __future__ import annotations
 
@@ -40,21 +41,63 @@ class Scores:
     def miou(self) -> float:
         return float(np.nanmean(self.iou))
 
+    @property
+    def precision(self) -> np.ndarray:
+        """Share of the pixels mapped as a class that are that class: what a map
+        user can trust. NaN for a class never predicted."""
+        tp = np.diag(self.confusion).astype(float)
+        predicted = self.confusion.sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(predicted > 0, tp / predicted, np.nan)
+
+    @property
+    def recall(self) -> np.ndarray:
+        """Share of a class's true pixels that are mapped as it: what the map
+        misses. NaN for a class absent from the truth."""
+        tp = np.diag(self.confusion).astype(float)
+        actual = self.confusion.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(actual > 0, tp / actual, np.nan)
+
+    @property
+    def f1(self) -> np.ndarray:
+        """2·TP / (2·TP + FP + FN): the harmonic mean of precision and recall,
+        written so that a class present but never predicted scores 0 rather
+        than NaN. NaN, as IoU, only for a class absent from truth and prediction."""
+        tp = np.diag(self.confusion).astype(float)
+        both = self.confusion.sum(0) + self.confusion.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(both > 0, 2 * tp / both, np.nan)
+
+    def _per_class(self, values: np.ndarray) -> dict[str, float | None]:
+        """Per class name; JSON has no NaN, so undefined is None."""
+        return {
+            n: (None if np.isnan(v) else float(v))
+            for n, v in zip(self.class_names, values, strict=True)
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "overall_accuracy": self.overall_accuracy,
             "miou": self.miou,
-            "iou": {
-                n: (None if np.isnan(v) else float(v))
-                for n, v in zip(self.class_names, self.iou, strict=True)
-            },
+            "iou": self._per_class(self.iou),
+            "precision": self._per_class(self.precision),
+            "recall": self._per_class(self.recall),
+            "f1": self._per_class(self.f1),
             "confusion": self.confusion.tolist(),
             "class_names": list(self.class_names),
         }
 
     def table(self) -> str:
-        lines = [f"{'class':<14}{'IoU':>7}"]
-        lines += [f"{n:<14}{v:>7.3f}" for n, v in zip(self.class_names, self.iou, strict=True)]
+        """Per class IoU, precision, recall, F1; then the mean IoU and overall
+        accuracy lines, whose layout scripts parse."""
+        lines = [f"{'class':<14}{'IoU':>7}{'precision':>10}{'recall':>8}{'F1':>7}"]
+        lines += [
+            f"{n:<14}{i:>7.3f}{p:>10.3f}{r:>8.3f}{f:>7.3f}"
+            for n, i, p, r, f in zip(
+                self.class_names, self.iou, self.precision, self.recall, self.f1, strict=True
+            )
+        ]
         lines.append(f"{'mean IoU':<14}{self.miou:>7.3f}")
         lines.append(f"{'overall acc.':<14}{self.overall_accuracy:>7.3f}")
         return "\n".join(lines)

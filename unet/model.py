@@ -37,6 +37,15 @@ class UNetConfig:
         """Input height and width must be multiples of this."""
         return 2**self.depth
 
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels on each side of an output pixel that can change it, at the worst
+        alignment against the pools: 7 * 2**depth - 5 (each 3x3 conv reaches its
+        stride, each 2x2 pool and transposed conv up to its stride on one side; checked
+        against gradients in the tests). A halo or a split buffer this wide makes a
+        pixel independent of what lies beyond."""
+        return 7 * 2**self.depth - 5
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

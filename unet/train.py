@@ -58,6 +58,9 @@ class TrainSpec:
     seed: int = 0
     device: str = "auto"
     units: str = "reflectance"  # of the training raster, recorded in the checkpoint
+    # Symmetries chips are drawn under (unet.augment); "none" where orientation
+    # tells classes apart. Recorded in the checkpoint.
+    augmentation: str = "d4"
 
     def model_config(self) -> UNetConfig:
         return UNetConfig(
@@ -118,7 +121,14 @@ def train(
         raise UNetError(
             f"chip_size {spec.chip_size} must be a multiple of {config.multiple} (2**depth)"
         )
-    sampler = ChipSampler(image, data.labels, split, spec.chip_size, seed=spec.seed)
+    sampler = ChipSampler(
+        image,
+        data.labels,
+        split,
+        spec.chip_size,
+        seed=spec.seed,
+        augmentation=spec.augmentation,
+    )
     weights = class_weights(data.labels, config.num_classes, split)
 
     model = prepare_for_device(UNet(config), device)
@@ -180,6 +190,7 @@ def train(
             "train_seconds": seconds,
             "crs": data.crs,
             "seed": spec.seed,
+            "augmentation": spec.augmentation,
         },
     )
     spec.output.mkdir(parents=True, exist_ok=True)

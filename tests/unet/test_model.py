@@ -52,3 +52,23 @@ def test_size_not_a_multiple_is_refused():
 def test_config_rejects_nonsense():
     with pytest.raises(UNetError, match="num_classes"):
         UNetConfig(in_bands=4, num_classes=0)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])  # 4: 7 * 16 - 5 = 107, 35 s to check
+def test_receptive_radius_is_what_the_gradient_sees(depth):
+    """The input pixels an output pixel depends on reach exactly receptive_radius
+    (measured at every alignment of the output pixel against the pools)."""
+    config = UNetConfig(in_bands=1, num_classes=1, base_width=2, depth=depth, batch_norm=False)
+    model = UNet(config).double()
+    for p in model.parameters():  # all weights positive: no gradient cancels out
+        torch.nn.init.uniform_(p, 0.1, 1.0)
+    size = 4 * config.receptive_radius + 4 * config.multiple
+    size += -size % config.multiple
+    widest = 0
+    for offset in range(config.multiple):
+        x = torch.zeros(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+        centre = size // 2 + offset
+        model(x)[0, 0, centre, centre].backward()
+        ys, xs = torch.nonzero(x.grad[0, 0]).T
+        widest = max(widest, int((centre - ys).abs().max()), int((centre - xs).abs().max()))
+    assert widest == config.receptive_radius
