@@ -2,7 +2,8 @@
 
 ``imagery`` (STAC items -> pixels on a window) -> ``tiles`` (region -> grid
 tiles) -> ``predict`` (tile ids -> class map and confidence in one Zarr store)
--> ``maps`` (store -> COGs, STAC collection, quicklook); ``storage`` serves
-every stage (local paths and s3:// alike). ``sample`` makes the seeded test
-region and is never used by a production run.
+-> ``maps`` (store -> COGs, STAC collection, quicklook). ``training`` (reference
+labels + the same catalog and reader -> chips -> a checkpoint) feeds ``predict``;
+``storage`` serves every stage (local paths and s3:// alike). ``sample`` makes
+the seeded test region and is never used by a production run.
 """

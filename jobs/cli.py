@@ -7,7 +7,7 @@ import os
 import sys
 
 from jobs import compile as compile_job
-from jobs import demo, items, plan, predict, run, runs, sample, schedule, train, validate
+from jobs import demo, items, plan, predict, run, runs, sample, schedule, score, train, validate
 from jobs.errors import guarded
 
 _COMMANDS = {
@@ -20,6 +20,7 @@ _COMMANDS = {
     "run": (run, "one region and period end to end: predict, compile, publish (= jobs.run)"),
     "runs": (runs, "list past regional runs with their state, timing and outputs"),
     "schedule": (schedule, "submit the scheduled regional runs that are due (tick)"),
+    "score": (score, "a run's map scored on the test blocks of catalog training (parity)"),
     "train": (train, "train a U-Net from a config; writes checkpoint, metrics and figures"),
     "validate": (validate, "check a config (region, schedules, predict, train) without running it"),
 }

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -26,101 +25,13 @@ from cluster.tiles.grid import Grid
 from cluster.tiles.region import load_region
 from jobs.errors import ConfigError
 from jobs.period import Period
-from unet.train import TrainSpec
 
 _M = TypeVar("_M", bound=BaseModel)
 _SECRET_WORDS = ("key", "secret", "token", "password", "credential")
-_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ClassEntry(_Strict):
-    name: Annotated[str, Field(min_length=1)]
-    color: str
-
-    @field_validator("color")
-    @classmethod
-    def _hex(cls, v: str) -> str:
-        if not _COLOR.match(v):
-            raise ValueError(f"colour {v!r} must be '#rrggbb'")
-        return v
-
-
-class ModelSection(_Strict):
-    base_width: Annotated[int, Field(ge=1, le=512)] = 16
-    depth: Annotated[int, Field(ge=1, le=6)] = 3
-    batch_norm: bool = True
-
-
-class TrainingSection(_Strict):
-    chip_size: Annotated[int, Field(ge=16)] = 128
-    batch_size: Annotated[int, Field(ge=1)] = 8
-    max_seconds: Annotated[float, Field(gt=0)] = 150.0
-    max_steps: Annotated[int, Field(ge=1)] = 1_000_000
-    lr: Annotated[float, Field(gt=0, lt=1)] = 3e-3
-    evaluations: Annotated[int, Field(ge=0)] = 5
-    seed: int = 0
-    device: str = "auto"
-    # Random symmetries of the training chips (unet.augment): "none" where
-    # orientation is part of a class (rows, terraces, wind-thrown stands).
-    augmentation: Literal["d4", "flips", "rot90", "none"] = "d4"
-
-
-class HoldoutSection(_Strict):
-    east_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
-    gap_px: Annotated[int, Field(ge=0)] = 16
-
-
-class TrainConfig(_Strict):
-    image: Path
-    labels: Path
-    output: Path
-    bands: Annotated[list[str], Field(min_length=1)]
-    # The image's units once its own scale/offset are applied; "dn" trains on raw
-    # digital numbers on purpose (prediction then expects them too).
-    units: Literal["reflectance", "dn"] = "reflectance"
-    classes: Annotated[list[ClassEntry], Field(min_length=2, max_length=255)]
-    model: ModelSection = ModelSection()
-    training: TrainingSection = TrainingSection()
-    holdout: HoldoutSection = HoldoutSection()
-
-    @field_validator("bands")
-    @classmethod
-    def _unique_bands(cls, v: list[str]) -> list[str]:
-        dup = sorted({b for b in v if v.count(b) > 1})
-        if dup:
-            raise ValueError(f"band(s) {dup} listed twice")
-        return v
-
-    def to_spec(self, base: Path) -> TrainSpec:
-        """Relative paths are taken from the config file's folder."""
-        t, m = self.training, self.model
-        return TrainSpec(
-            image=base / self.image,
-            labels=base / self.labels,
-            output=base / self.output,
-            bands=tuple(self.bands),
-            class_names=tuple(c.name for c in self.classes),
-            class_colors=tuple(c.color for c in self.classes),
-            base_width=m.base_width,
-            depth=m.depth,
-            batch_norm=m.batch_norm,
-            holdout_fraction=self.holdout.east_fraction,
-            gap=self.holdout.gap_px,
-            chip_size=t.chip_size,
-            batch_size=t.batch_size,
-            max_seconds=t.max_seconds,
-            max_steps=t.max_steps,
-            lr=t.lr,
-            evaluations=t.evaluations,
-            seed=t.seed,
-            device=t.device,
-            units=self.units,
-            augmentation=t.augmentation,
-        )
 
 
 class PeriodSection(_Strict):
@@ -250,8 +161,8 @@ class CollectionAssetsSection(_Strict):
         return CollectionOverrides(bands, mask)
 
 
-class _RunInputs(_Strict):
-    """What a prediction run reads, shared by prediction and region configs."""
+class _CatalogInputs(_Strict):
+    """What imagery is read and how: shared by prediction, region and training configs."""
 
     # Where the relative paths below start: a folder (itself relative to the config
     # file's) or an s3:// prefix; default: the config file's folder. ``--set base=...``
@@ -261,10 +172,6 @@ class _RunInputs(_Strict):
     collections: list[str] | None = None
     period: PeriodSection = PeriodSection()
     max_cloud_cover: Annotated[float, Field(ge=0, le=100)] | None = None
-    region: str
-    checkpoint: str
-    grid: GridSection
-    run: RunSection = RunSection()
     storage: StorageSection = StorageSection()
     # Per collection id ("*": any other), overriding how bands, units and masks are found.
     assets: dict[str, CollectionAssetsSection] = {}
@@ -276,6 +183,25 @@ class _RunInputs(_Strict):
         """The folder (or s3:// prefix) relative paths are taken from."""
         folder = Path(config_path).resolve().parent
         return resolve_uri(self.base, folder) if self.base else str(folder)
+
+    def apply_storage(self) -> None:
+        """The config's object-storage endpoint and region into this process's
+        environment: set once at the entry point, before Ray starts local workers
+        (which inherit it) and before any s3:// URI is read."""
+        env = self.storage.environment()
+        if "AWS_ENDPOINT_URL" in env:  # the config's endpoint wins over narrower variables
+            for narrower in ("AWS_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_HTTPS"):
+                os.environ.pop(narrower, None)
+        os.environ.update(env)
+
+
+class _RunInputs(_CatalogInputs):
+    """What a prediction run reads, shared by prediction and region configs."""
+
+    region: str
+    checkpoint: str
+    grid: GridSection
+    run: RunSection = RunSection()
 
     def run_spec(
         self, base: str | Path, store: str, period: Period | None = None, run_id: str = ""
@@ -313,16 +239,6 @@ class _RunInputs(_Strict):
             actors=self.run.actors,
             flush_s=self.run.flush_seconds,
         )
-
-    def apply_storage(self) -> None:
-        """The config's object-storage endpoint and region into this process's
-        environment: set once at the entry point, before Ray starts local workers
-        (which inherit it) and before any s3:// URI is read."""
-        env = self.storage.environment()
-        if "AWS_ENDPOINT_URL" in env:  # the config's endpoint wins over narrower variables
-            for narrower in ("AWS_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_HTTPS"):
-                os.environ.pop(narrower, None)
-        os.environ.update(env)
 
 
 class PredictConfig(_RunInputs):
@@ -399,10 +315,6 @@ def _load(model: type[_M], path: str | Path) -> _M:
         return model.model_validate(read_yaml(path))
     except ValidationError as exc:
         raise ConfigError(_describe(exc, str(path))) from exc
-
-
-def load_train_config(path: str | Path) -> TrainSpec:
-    return _load(TrainConfig, path).to_spec(Path(path).resolve().parent)
 
 
 def load_predict_config(path: str | Path) -> RunSpec:

@@ -1,4 +1,5 @@
-"""``statemap sample``: write the generated region and a training config for it."""
+"""``statemap sample``: write the generated region and the training and prediction
+configs for it."""
 
 from __future__ import annotations
 
@@ -9,38 +10,61 @@ from typing import Any
 import yaml
 
 from cluster.sample.catalog import SampleRegion, write_region
+from cluster.sample.references import write_references
 from cluster.sample.scene import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
 
 
 def write_sample(
     out: Path, spec: SampleSpec, train_seconds: float = 150.0, train_steps: int | None = None
 ) -> Path:
-    """Region under ``out/sample`` with ``out/train.yaml`` and ``out/predict.yaml``
-    beside it; returns the training config's path."""
+    """Region under ``out/sample`` (imagery, catalog, labels, reference files) with
+    ``out/train.yaml`` (from the catalog and the stands), ``out/train-raster.yaml``
+    (from the cloud-free composite and labels.tif) and ``out/predict.yaml`` beside
+    it; returns the catalog training config's path."""
     out = out.resolve()
     region = write_region(out / "sample", spec)
-    config = {
+    refs = write_references(region, spec)
+    classes = [{"name": n, "color": c} for n, c in zip(CLASS_NAMES, CLASS_COLORS, strict=True)]
+    budget = {"max_seconds": train_seconds, **({"max_steps": train_steps} if train_steps else {}),
+              "seed": spec.seed}  # fmt: skip
+    run = predict_config(region, spec)
+    catalog = {
+        **{k: run[k] for k in ("catalog", "collections", "period", "grid")},
+        "labels": str(refs.stands.relative_to(out)),
+        "label_field": "species",
+        "output": "model",
+        "bands": list(BANDS),
+        "classes": classes,
+        "model": {"base_width": 16, "depth": 3, "batch_norm": True},
+        "training": {"chip_size": 64, "batch_size": 8, "augmentation": "d4", **budget},
+        "split": _split(spec),
+    }  # fmt: skip
+    raster = {
         "image": str(region.composite.relative_to(out)),
         "labels": str(region.labels.relative_to(out)),
         "output": "model",
         "bands": list(BANDS),
-        "classes": [
-            {"name": n, "color": c} for n, c in zip(CLASS_NAMES, CLASS_COLORS, strict=True)
-        ],
+        "classes": classes,
         "model": {"base_width": 16, "depth": 3, "batch_norm": True},
-        "training": {
-            "chip_size": 128,
-            "batch_size": 8,
-            "max_seconds": train_seconds,
-            **({"max_steps": train_steps} if train_steps else {}),
-            "seed": spec.seed,
-        },
+        "training": {"chip_size": 128, "batch_size": 8, **budget},
         "holdout": {"east_fraction": 0.3, "gap_px": 16},
     }
     path = out / "train.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    (out / "predict.yaml").write_text(yaml.safe_dump(predict_config(region, spec), sort_keys=False))
+    path.write_text(yaml.safe_dump(catalog, sort_keys=False))
+    (out / "train-raster.yaml").write_text(yaml.safe_dump(raster, sort_keys=False))
+    (out / "predict.yaml").write_text(yaml.safe_dump(run, sort_keys=False))
     return path
+
+
+def _split(spec: SampleSpec) -> dict[str, Any]:
+    """About 16 blocks of whole chips, enough to put every class into every split,
+    each several times the 64 px buffer; a region too small for that is split by
+    its eastern strip."""
+    side = min(spec.width, spec.height)
+    if side < 512:
+        return {"kind": "east", "east_fraction": 0.3, "buffer_px": 64}
+    return {"block_px": side // 4 // 64 * 64, "buffer_px": 64, "fractions": [0.7, 0.1, 0.2],
+            "seed": spec.seed}  # fmt: skip
 
 
 def predict_config(region: SampleRegion, spec: SampleSpec, tile_size: int = 256) -> dict[str, Any]:

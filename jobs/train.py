@@ -1,4 +1,5 @@
-"""``statemap train CONFIG`` and ``python -m jobs.train --config CONFIG``."""
+"""``statemap train CONFIG`` and ``python -m jobs.train --config CONFIG``: from a
+labelled raster, or from a STAC catalog and reference labels (``catalog:``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from jobs.config import load_train_config
+from cluster.training.train import CatalogTrainSpec, train_from_catalog
 from jobs.errors import guarded
+from jobs.trainconfig import load_train_config
 from unet.train import train
 
 
@@ -18,7 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = load_train_config(args.config)
-    result = train(spec, progress=not args.quiet)
+    if isinstance(spec, CatalogTrainSpec):
+        result = train_from_catalog(spec, progress=not args.quiet)
+    else:
+        result = train(spec, progress=not args.quiet)
     print(result.scores.table())
     print(
         f"checkpoint {result.checkpoint} (sha256 {result.checkpoint_hash[:12]}), "

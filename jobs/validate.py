@@ -13,15 +13,9 @@ from pathlib import Path
 
 from cluster.predict.driver import check_inputs
 from cluster.storage import objstore
-from jobs.config import (
-    PredictConfig,
-    TrainConfig,
-    _load,
-    load_region_config,
-    read_yaml,
-    resolve_uri,
-)
+from jobs.config import PredictConfig, _load, load_region_config, read_yaml, resolve_uri
 from jobs.schedule import load_schedules
+from jobs.trainconfig import CatalogTrainConfig, TrainConfig
 
 
 def validate(path: Path, inputs: bool = False) -> list[str]:
@@ -36,6 +30,10 @@ def validate(path: Path, inputs: bool = False) -> list[str]:
                 for e in schedules.entries
             ),
         ]
+    if "labels" in doc:
+        kind = CatalogTrainConfig if "catalog" in doc else TrainConfig
+        _load(kind, path)
+        return [f"{path}: valid training config ({'catalog' if 'catalog' in doc else 'raster'})"]
     if "output" in doc or "name" in doc:
         config = load_region_config(path)
         base = config.root(path)
@@ -55,11 +53,8 @@ def validate(path: Path, inputs: bool = False) -> list[str]:
                     f"{checked.items} catalog item(s) over the region"
                 )
         return lines
-    if "store" in doc:
-        _load(PredictConfig, path)
-        return [f"{path}: valid prediction config"]
-    _load(TrainConfig, path)
-    return [f"{path}: valid training config"]
+    _load(PredictConfig, path)
+    return [f"{path}: valid prediction config"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

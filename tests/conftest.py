@@ -12,8 +12,8 @@ import rasterio
 import yaml
 
 from cluster.sample.scene import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec, synthesize
-from jobs.config import load_train_config
 from jobs.sample import write_sample
+from jobs.trainconfig import load_train_config
 from unet.train import TrainSpec, train
 
 TINY = SampleSpec(seed=3, width=192, height=192, stand_px=64)
@@ -67,9 +67,11 @@ SAMPLE_SPEC = SampleSpec(seed=5, width=384, height=384, stand_px=96)
 
 def train_sample(out: Path, spec: SampleSpec, **changes: object) -> TrainSpec:
     """The sample region of ``spec`` under ``out`` and a U-Net briefly trained on it
-    (``changes`` to the sample's train.yaml settings); returns the training spec."""
+    (``changes`` to the sample's train-raster.yaml settings); returns the training spec."""
     train_spec = dataclasses.replace(
-        load_train_config(write_sample(out, spec)), evaluations=0, **changes
+        load_train_config(write_sample(out, spec).parent / "train-raster.yaml"),
+        evaluations=0,
+        **changes,
     )
     train(train_spec, progress=False, log=lambda _: None)
     return train_spec

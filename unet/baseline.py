@@ -45,6 +45,13 @@ def train_forest(
     pick = rng.choice(rows.size, size=min(max_pixels, rows.size), replace=False)
     x = data.image[:, rows[pick], cols[pick]].T
     y = data.labels[rows[pick], cols[pick]]
+    return fit_pixels(x, y, n_estimators, seed), int(pick.size)
+
+
+def fit_pixels(
+    x: np.ndarray, y: np.ndarray, n_estimators: int = 100, seed: int = 0
+) -> RandomForestClassifier:
+    """The forest on (pixels, bands) values and their classes: class-balanced, seeded."""
     forest = RandomForestClassifier(
         n_estimators=n_estimators,
         class_weight="balanced",
@@ -53,7 +60,7 @@ def train_forest(
         min_samples_leaf=2,
     )
     forest.fit(x, y)
-    return forest, int(pick.size)
+    return forest
 
 
 def evaluate_forest(

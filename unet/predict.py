@@ -38,21 +38,31 @@ def predict_image(
     padded[:, halo : halo + h, halo : halo + w] = image
     classes = np.empty((h, w), dtype=np.uint8)
     confidence = np.empty((h, w), dtype=np.float32)
-    model.eval()
     windows = _windows(h, w, tile)
     for start in range(0, len(windows), batch_size):
         group = windows[start : start + batch_size]
-        x = torch.from_numpy(np.stack([padded[:, r : r + side, c : c + side] for r, c in group]))
-        x = x.to(device)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            logits = model(x)
-        probs = torch.softmax(logits.float(), dim=1)[:, :, halo : halo + tile, halo : halo + tile]
-        conf, cls = probs.max(dim=1)
-        conf, cls = conf.cpu().numpy(), cls.to(torch.uint8).cpu().numpy()
+        x = np.stack([padded[:, r : r + side, c : c + side] for r, c in group])
+        cls, conf = predict_batch(model, x, device, crop=halo)
         for i, (r, c) in enumerate(group):
             th, tw = min(tile, h - r), min(tile, w - c)
             classes[r : r + th, c : c + tw] = cls[i, :th, :tw]
             confidence[r : r + th, c : c + tw] = conf[i, :th, :tw]
     return classes, confidence
+
+
+@torch.inference_mode()
+def predict_batch(
+    model: UNet, x: np.ndarray, device: torch.device, crop: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class (uint8) and winning probability (float32) of a normalised (n, bands, h, w)
+    batch, ``crop`` pixels (the halo) cut off every side."""
+    model.eval()
+    batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+    if device.type == "cuda":
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    with autocast(device):
+        logits = model(batch)
+    h, w = x.shape[2:]
+    probs = torch.softmax(logits.float(), dim=1)[:, :, crop : h - crop, crop : w - crop]
+    conf, cls = probs.max(dim=1)
+    return cls.to(torch.uint8).cpu().numpy(), conf.cpu().numpy()

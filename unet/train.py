@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +62,10 @@ class TrainSpec:
     # tells classes apart. Recorded in the checkpoint.
     augmentation: str = "d4"
 
+    def budget(self) -> Budget:
+        return Budget(self.max_seconds, self.max_steps, self.batch_size, self.lr,
+                      self.evaluations, self.weight_decay)  # fmt: skip
+
     def model_config(self) -> UNetConfig:
         return UNetConfig(
             in_bands=len(self.bands),
@@ -105,59 +109,57 @@ def _lr_factor(progress: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * 0.97 + 0.03
 
 
-def train(
-    spec: TrainSpec, progress: bool = True, log: Callable[[str], None] = print
-) -> TrainResult:
-    torch.manual_seed(spec.seed)
-    device = pick_device(spec.device)
-    data: LabelledImage = read_labelled_image(
-        spec.image, spec.labels, spec.bands, spec.class_names, spec.units
-    )
-    split = east_holdout(data.labels.shape, spec.holdout_fraction, spec.gap)
-    mean, std = band_stats(data, split)
-    image = normalize(data.image, mean, std)
-    config = spec.model_config()
-    if spec.chip_size % config.multiple:
-        raise UNetError(
-            f"chip_size {spec.chip_size} must be a multiple of {config.multiple} (2**depth)"
-        )
-    sampler = ChipSampler(
-        image,
-        data.labels,
-        split,
-        spec.chip_size,
-        seed=spec.seed,
-        augmentation=spec.augmentation,
-    )
-    weights = class_weights(data.labels, config.num_classes, split)
+@dataclass(frozen=True)
+class Budget:
+    """How long and how fast to train: steps or seconds, whichever ends first."""
 
-    model = prepare_for_device(UNet(config), device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    max_seconds: float
+    max_steps: int
+    batch_size: int
+    lr: float
+    evaluations: int  # scorings along the way, for the training curve
+    weight_decay: float = 1e-4
+
+
+@dataclass
+class Fitted:
+    steps: int
+    seconds: float
+    history: list[dict[str, float]]
+
+
+def fit(
+    model: UNet,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    weights: torch.Tensor,
+    budget: Budget,
+    device: torch.device,
+    evaluate: Callable[[UNet], Scores] | None = None,
+    progress: bool = True,
+) -> Fitted:
+    """The training loop, whatever the chips come from: AdamW, warm-up then cosine
+    over the budget, class-weighted cross entropy ignoring IGNORE, bf16 on CUDA.
+    ``evaluate`` (the validation area) is called ``budget.evaluations`` times."""
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=budget.lr, weight_decay=budget.weight_decay
+    )
     loss_fn = nn.CrossEntropyLoss(weight=weights.to(device), ignore_index=IGNORE)
     history: list[dict[str, float]] = []
-    log(
-        f"training on {device.type}: {config}, "
-        f"budget {spec.max_seconds:.0f} s or {spec.max_steps} steps"
-    )
-
     start = time.perf_counter()
-    next_eval = 1
-    step = 0
-    bar = tqdm(total=round(spec.max_seconds), unit="s", disable=not progress, desc="train")
+    next_eval, step = 1, 0
+    bar = tqdm(total=round(budget.max_seconds), unit="s", disable=not progress, desc="train")
     while True:
         elapsed = time.perf_counter() - start
-        done = max(elapsed / spec.max_seconds, step / spec.max_steps)
+        done = max(elapsed / budget.max_seconds, step / budget.max_steps)
         if done >= 1.0:
             break
-        if spec.evaluations and done >= next_eval / (spec.evaluations + 1):
-            scores = evaluate(model, image, data.labels, split, device, spec.class_names)
-            model.train()
-            history.append({"step": step, "seconds": elapsed, "miou": scores.miou})
+        if evaluate and budget.evaluations and done >= next_eval / (budget.evaluations + 1):
+            history.append({"step": step, "seconds": elapsed, "miou": evaluate(model).miou})
             next_eval += 1
         for group in optimiser.param_groups:
-            group["lr"] = spec.lr * _lr_factor(done)
-        x, y = sampler.batch(spec.batch_size)
-        x, y = x.to(device), y.to(device)
+            group["lr"] = budget.lr * _lr_factor(done)
+        x, y = next(batches)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         model.train()
@@ -171,10 +173,63 @@ def train(
         bar.n = min(round(time.perf_counter() - start), bar.total)
         bar.set_postfix(step=step, loss=f"{loss.item():.3f}")
     bar.close()
-    seconds = time.perf_counter() - start
+    return Fitted(step, time.perf_counter() - start, history)
 
-    scores = evaluate(model, image, data.labels, split, device, spec.class_names)
-    history.append({"step": step, "seconds": seconds, "miou": scores.miou})
+
+def save_outputs(
+    output: Path,
+    model: UNet,
+    card: ModelCard,
+    scores: Scores,
+    fitted: Fitted,
+    title: str,
+    metrics: dict[str, object] | None = None,
+) -> tuple[Path, str]:
+    """Checkpoint, metrics.json, training curve and confusion figure in ``output``."""
+    output.mkdir(parents=True, exist_ok=True)
+    ckpt = output / "checkpoint.safetensors"
+    digest = save_checkpoint(ckpt, model.cpu(), card)
+    doc = {"unet": scores.to_dict(), "steps": fitted.steps, "train_seconds": fitted.seconds,
+           "checkpoint_sha256": digest, **(metrics or {})}  # fmt: skip
+    (output / "metrics.json").write_text(json.dumps(doc, indent=2))
+    plot_curve(fitted.history, output / "training_curve.png")
+    plot_confusion(scores, output / "confusion_unet.png", title)
+    return ckpt, digest
+
+
+def train(
+    spec: TrainSpec, progress: bool = True, log: Callable[[str], None] = print
+) -> TrainResult:
+    """Train on chips of one labelled raster; judge on its eastern strip."""
+    torch.manual_seed(spec.seed)
+    device = pick_device(spec.device)
+    data: LabelledImage = read_labelled_image(
+        spec.image, spec.labels, spec.bands, spec.class_names, spec.units
+    )
+    split = east_holdout(data.labels.shape, spec.holdout_fraction, spec.gap)
+    mean, std = band_stats(data, split)
+    image = normalize(data.image, mean, std)
+    config = spec.model_config()
+    if spec.chip_size % config.multiple:
+        raise UNetError(
+            f"chip_size {spec.chip_size} must be a multiple of {config.multiple} (2**depth)"
+        )
+    sampler = ChipSampler(image, data.labels, split, spec.chip_size, seed=spec.seed,
+                          augmentation=spec.augmentation)  # fmt: skip
+    weights = class_weights(data.labels, config.num_classes, split)
+    model = prepare_for_device(UNet(config), device)
+    log(
+        f"training on {device.type}: {config}, "
+        f"budget {spec.max_seconds:.0f} s or {spec.max_steps} steps"
+    )
+
+    def heldout(m: UNet) -> Scores:
+        return evaluate(m, image, data.labels, split, device, spec.class_names)
+
+    fitted = fit(model, iter(lambda: sampler.batch(spec.batch_size), None), weights,
+                 spec.budget(), device, heldout, progress)  # fmt: skip
+    scores = heldout(model)
+    fitted.history.append({"step": fitted.steps, "seconds": fitted.seconds, "miou": scores.miou})
     card = ModelCard(
         config=config,
         bands=spec.bands,
@@ -186,27 +241,12 @@ def train(
         units=spec.units,
         extra={
             "heldout": scores.to_dict(),
-            "steps": step,
-            "train_seconds": seconds,
+            "steps": fitted.steps,
+            "train_seconds": fitted.seconds,
             "crs": data.crs,
             "seed": spec.seed,
             "augmentation": spec.augmentation,
         },
     )
-    spec.output.mkdir(parents=True, exist_ok=True)
-    ckpt = spec.output / "checkpoint.safetensors"
-    digest = save_checkpoint(ckpt, model.cpu(), card)
-    (spec.output / "metrics.json").write_text(
-        json.dumps(
-            {
-                "unet": scores.to_dict(),
-                "steps": step,
-                "train_seconds": seconds,
-                "checkpoint_sha256": digest,
-            },
-            indent=2,
-        )
-    )
-    plot_curve(history, spec.output / "training_curve.png")
-    plot_confusion(scores, spec.output / "confusion_unet.png", "U-Net, held-out area")
-    return TrainResult(ckpt, digest, scores, step, seconds, history)
+    ckpt, digest = save_outputs(spec.output, model, card, scores, fitted, "U-Net, held-out area")
+    return TrainResult(ckpt, digest, scores, fitted.steps, fitted.seconds, fitted.history)

@@ -53,9 +53,13 @@ from cluster.imagery.stacitem import (
 from cluster.storage import objstore
 from cluster.tiles.region import Region
 
-__all__ = ["Catalog", "Selection", "chunks"]
+__all__ = ["COMPOSITING", "MOSAIC", "Catalog", "Selection", "chunks"]
 
 log = logging.getLogger(__name__)
+# How a tile's pixels come from its items, as a checkpoint's input recipe records
+# it: a model trained on pixels made one way is refused on pixels made another.
+MOSAIC = "least cloud first, then newest, then id; per pixel the first clear item"
+COMPOSITING = "first"
 
 Bounds = tuple[float, float, float, float]
 Range = tuple[dt.datetime | None, dt.datetime | None]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from cluster.errors import ClusterError
-from cluster.imagery.catalog import Catalog
+from cluster.imagery.catalog import COMPOSITING, MOSAIC, Catalog
 from cluster.imagery.providers import NO_OVERRIDES, Overrides
 from cluster.imagery.reader import read_window
 from cluster.predict.inputcheck import InputCheckError, check_tile
@@ -97,13 +97,22 @@ def read_card(uri: str) -> ModelCard:
 
 
 def check_card(card: ModelCard, grid: Grid, source: str) -> None:
-    """Refuse a grid the checkpoint cannot predict on: other pixel size, or tiles the
-    U-Net's down- and up-sampling cannot halve evenly."""
+    """Refuse a grid the checkpoint cannot predict on (other pixel size, or tiles the
+    U-Net's down- and up-sampling cannot halve evenly), and inputs made otherwise
+    than the checkpoint's input recipe says its training inputs were."""
     if abs(card.resolution - grid.resolution) > 1e-6 * card.resolution:
         raise ClusterError(
             f"checkpoint {source} expects {card.resolution:g} m pixels but the grid "
             f"is {grid.resolution:g} m: set grid.resolution to {card.resolution:g}"
         )
+    recipe = card.extra.get("recipe") or {}  # absent: trained from a raster
+    for key, ours in (("mosaic", MOSAIC), ("compositing", COMPOSITING)):
+        if key in recipe and recipe[key] != ours:
+            raise ClusterError(
+                f"checkpoint {source} was trained on inputs made by {key} {recipe[key]!r}, and "
+                f"this run makes them by {ours!r}: a model maps only pixels made as it learnt "
+                "them. Use a checkpoint trained with this run's recipe, or retrain"
+            )
     multiple = card.config.multiple
     if (grid.tile_size + 2 * grid.halo) % multiple:
         raise ClusterError(

@@ -27,7 +27,7 @@ import shapely
 from tqdm import tqdm
 
 from cluster.errors import ClusterError
-from cluster.imagery.catalog import Catalog
+from cluster.imagery.catalog import COMPOSITING, MOSAIC, Catalog
 from cluster.imagery.providers import NO_OVERRIDES, Overrides
 from cluster.imagery.reader import AssetReadError, read_window
 from cluster.predict.driver import connect_ray
@@ -37,10 +37,9 @@ from cluster.tiles.region import Region
 from cluster.training.chipstore import ChipStore
 from cluster.training.labels import NODATA, Labels, LabelSpec, open_labels
 
-__all__ = ["MOSAIC", "ChipMaker", "ChipResult", "ChipSpec", "ChipSummary", "build_chips"]
+__all__ = ["ChipMaker", "ChipResult", "ChipSpec", "ChipSummary", "build_chips"]
 
 log = logging.getLogger(__name__)
-MOSAIC = "least cloud first, then newest; per pixel the first clear item"
 _MAX_REFLECTANCE = 2.0  # a band's median above this is not reflectance but DN
 
 
@@ -69,7 +68,7 @@ class ChipSpec:
             "period": [self.start, self.end],
             "max_cloud_cover": self.max_cloud_cover,
             "mosaic": MOSAIC,
-            "compositing": "first",
+            "compositing": COMPOSITING,
             "units": self.units,
             "overrides": asdict(self.overrides),
             "bands": list(self.bands),
@@ -122,8 +121,11 @@ def open_catalog(spec: ChipSpec, labels: Labels) -> Catalog:
 class ChipMaker:
     """Reads, rasterises and writes chips; a Ray actor (one per CPU) or a plain object."""
 
-    def __init__(self, spec: ChipSpec, store_uri: str, labels: Labels) -> None:
+    def __init__(self, spec: ChipSpec, store_uri: str, labels: Labels | None = None) -> None:
         configure_gdal()
+        # Opened here from the spec (a second of reading for 100,000 features), not
+        # shipped from the driver, so a restarted actor needs nothing the driver holds.
+        labels = labels or open_labels(spec.labels, spec.class_names, spec.grid.crs)
         self.spec, self.labels = spec, labels
         self.catalog = open_catalog(spec, labels)
         self.store = ChipStore.open(store_uri, writable=True)
@@ -189,6 +191,7 @@ def build_chips(
 ) -> ChipSummary:
     """Make (or finish making) the chip store at ``uri``; ``workers``: ChipMaker
     actors (0: one per CPU of the cluster)."""
+    start = time.perf_counter()  # the whole build: labels, catalog, store, chips
     configure_gdal()
     labels = open_labels(spec.labels, spec.class_names, spec.grid.crs)
     cells = labels.cells(spec.grid)
@@ -212,8 +215,7 @@ def build_chips(
     connect_ray()
     n = workers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
     maker = ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)(ChipMaker)
-    shared = ray.put(labels)  # one copy per node, not one per actor
-    actors = [maker.remote(spec, uri, shared) for _ in range(min(n, len(todo)))]
+    actors = [maker.remote(spec, uri) for _ in range(min(n, len(todo)))]
     try:
         ray.get([a.ready.remote() for a in actors])
     except ray.exceptions.RayActorError as exc:
@@ -222,7 +224,7 @@ def build_chips(
     in_flight: dict[ray.ObjectRef, tuple[int, list[int]]] = {}
     finished: list[tuple[int, np.ndarray]] = []
     stopped: list[str] = []
-    start = last = time.perf_counter()
+    last = time.perf_counter()
     bar = tqdm(desc="chips", unit="chip", total=len(store), initial=summary.skipped,
                disable=not progress)  # fmt: skip
 

@@ -125,12 +125,26 @@ class BlockSplit:
         keep = (splits == TRAIN) & ~near
         return keep[margin : margin + size, margin : margin + size]
 
-    def summary(self, counts: np.ndarray) -> dict[str, dict[str, int]]:
-        """Chips and labelled core pixels per split (``counts``: chips x classes)."""
-        out = {}
+    def summary(self, counts: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> dict[str, dict]:
+        """Chips and labelled core pixels per split (``counts``: chips x classes), and
+        for training about how many of them lie outside the buffer."""
+        out: dict[str, dict] = {}
         for code, name in enumerate(NAMES):
             mine = self.chip_split == code
             out[name] = {"chips": int(mine.sum()), "pixels": int(counts[mine].sum())}
+        g = self.grid
+        core = slice(g.halo, g.halo + g.tile_size)
+        usable = 0.0
+        for i in np.flatnonzero((self.chip_split == TRAIN) & (counts.sum(axis=1) > 0)):
+            share = self.label_mask(int(i), int(rows[i]), int(cols[i]))[core, core].mean()
+            usable += share * counts[i].sum()
+        out[NAMES[TRAIN]]["outside_buffer"] = round(usable)
+        if usable == 0:
+            raise ClusterError(
+                f"split: no training pixel lies farther than buffer_px {self.spec.buffer_px} "
+                "from a validation or test pixel; use larger split.block_px (several times "
+                "the buffer), kind: east, or more labels"
+            )
         return out
 
 

@@ -1,11 +1,12 @@
 """The sample's reference files (stands, points, another grid's raster), made once
-for the label and reference tests."""
+for the label and reference tests; a local Ray instance per test module."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import rasterio
+import ray
 
 from cluster.sample.catalog import SampleRegion, write_region
 from cluster.sample.references import References, write_references
@@ -28,3 +29,11 @@ def refs(ref_region) -> References:
 def truth(ref_region) -> np.ndarray:
     with rasterio.open(ref_region.labels) as src:
         return src.read(1)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """Two CPUs on loopback, shut down after the module (so the next may start its own)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -5,8 +5,9 @@ import sys
 import pytest
 import yaml
 
-from jobs.config import load_predict_config, load_train_config
+from jobs.config import load_predict_config
 from jobs.errors import ConfigError
+from jobs.trainconfig import load_train_config
 
 GOOD = {
     "image": "image.tif",

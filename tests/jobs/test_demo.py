@@ -121,5 +121,6 @@ def test_benchmark_prints_its_figures(tmp_path):
         cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr
-    last = run.stdout.strip().splitlines()[-1]
+    parity, last = run.stdout.strip().splitlines()[-2:]
+    assert re.fullmatch(r"parity_delta=\d\.\d{4} map_miou=\d\.\d{4}", parity), parity
     assert re.fullmatch(r"unet_miou=\d\.\d{4} rf_miou=\d\.\d{4} train_s=\d+\.\d", last), last

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.config import TrainingSection, load_train_config
 from jobs.errors import ConfigError
+from jobs.trainconfig import TrainingSection, load_train_config
 from unet.augment import AUGMENTATIONS, augment
 from unet.data import ChipSampler, Split
 from unet.errors import UNetError

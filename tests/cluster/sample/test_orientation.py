@@ -14,7 +14,7 @@ from cluster.sample.orientation import (
     write_orientation,
 )
 from cluster.sample.scene import BANDS
-from jobs.config import load_train_config
+from jobs.trainconfig import load_train_config
 from unet.data import class_names_from_raster, read_labelled_image
 from unet.train import train
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import ray
 from rasterio.windows import from_bounds
 
 from cluster.errors import ClusterError
@@ -26,13 +25,6 @@ from cluster.training.labels import LabelSpec, open_labels
 pytestmark = pytest.mark.slow
 SPEC = SampleSpec(seed=2, width=256, height=256, stand_px=64)
 CHIP, HALO = 32, 16
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,9 @@ def test_blocks_put_every_class_in_every_split_near_the_fractions():
     other = split_chips(SplitSpec(block_px=4 * CHIP, buffer_px=48, seed=4), GRID, rows, cols,
                         counts, NAMES)  # fmt: skip
     assert (other.chip_split != codes).any()
-    assert split.summary(counts)["test"]["chips"] == int((codes == TEST).sum())
+    summary = split.summary(counts, rows, cols)
+    assert summary["test"]["chips"] == int((codes == TEST).sum())
+    assert 0 < summary["train"]["outside_buffer"] < summary["train"]["pixels"]
 
 
 @pytest.mark.parametrize("kind", ["blocks", "east"])
@@ -95,5 +97,9 @@ def test_refusals_name_the_field_and_the_fix():
     spec = SplitSpec(block_px=2 * CHIP, buffer_px=64)
     with pytest.raises(ClusterError, match=r"every class into every split .* conifer \(in 1 of"):
         split_chips(spec, GRID, rows, cols, rare, NAMES)
+    tight = split_chips(SplitSpec(block_px=CHIP, buffer_px=3 * CHIP, seed=2), GRID, rows, cols,
+                        counts, NAMES)  # fmt: skip
+    with pytest.raises(ClusterError, match=r"no training pixel lies farther than buffer_px 96"):
+        tight.summary(counts, rows, cols)
     with pytest.raises(ClusterError, match="no chip holds a labelled pixel"):
         split_chips(spec, GRID, rows, cols, np.zeros_like(counts), NAMES)

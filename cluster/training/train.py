@@ -1,0 +1,182 @@
+"""Train a U-Net from a STAC catalog and reference labels, through the run's reader.
+
+The chips are made (or resumed) in the chip store, split by spatial blocks,
+and streamed into the same training loop as the raster path (``unet.train.fit``).
+The model is judged on the test chips' cores, predicted from their haloed
+windows as a run predicts a tile, so the score training reports is the score
+the map will have there (``parity`` in ``jobs.train`` checks it). The
+checkpoint records the input recipe; prediction refuses another.
+
+The random forest of the comparison learns from the same training chips'
+usable pixels and is judged on the same test pixels.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cluster.errors import ClusterError
+from cluster.training.chips import ChipSpec, ChipSummary, build_chips
+from cluster.training.chipstore import ChipStore
+from cluster.training.dataset import ChipDataset, band_stats, class_weights, training_batches
+from cluster.training.split import TEST, TRAIN, VAL, BlockSplit, SplitSpec, split_chips
+from unet.augment import check_augmentation
+from unet.baseline import BaselineResult, fit_pixels
+from unet.checkpoint import ModelCard
+from unet.data import IGNORE
+from unet.metrics import Scores, score
+from unet.model import UNet, UNetConfig, pick_device, prepare_for_device
+from unet.predict import predict_batch
+from unet.train import Budget, TrainResult, fit, save_outputs
+
+__all__ = [
+    "CatalogTrainSpec", "chip_split", "forest_on_chips", "prepare", "score_chips",
+    "train_from_catalog",
+]  # fmt: skip
+
+_FOREST_PIXELS = 100_000
+
+
+@dataclass(frozen=True)
+class CatalogTrainSpec:
+    """Everything training from a catalog needs; built from a validated job config."""
+
+    chips: ChipSpec
+    chip_store: str  # URI of the chip store (made or resumed)
+    split: SplitSpec
+    output: Path
+    class_colors: tuple[str, ...]
+    model: UNetConfig
+    budget: Budget
+    augmentation: str = "d4"
+    seed: int = 0
+    device: str = "auto"
+    loader_workers: int = 0  # DataLoader processes reading chips ahead (0: in the loop)
+    chip_workers: int = 0  # ChipMaker actors (0: one per CPU of the cluster)
+
+
+def prepare(spec: CatalogTrainSpec, progress: bool = True) -> tuple[ChipSummary, BlockSplit]:
+    """Checks, then the chips (made or resumed) and their split."""
+    config, grid = spec.model, spec.chips.grid
+    check_augmentation(spec.augmentation)
+    window = grid.tile_size + 2 * grid.halo
+    if window % config.multiple:
+        raise ClusterError(
+            f"chip_size {grid.tile_size} + 2 x halo {grid.halo} = {window} px must be a multiple "
+            f"of {config.multiple} for a U-Net of depth {config.depth}"
+        )
+    spec.split.check(grid, config.receptive_radius)
+    made = build_chips(spec.chips, spec.chip_store, workers=spec.chip_workers, progress=progress)
+    return made, chip_split(spec)
+
+
+def chip_split(spec: CatalogTrainSpec) -> BlockSplit:
+    """The split of the made chip store: computed, so the same for every caller."""
+    store = ChipStore.open(spec.chip_store)
+    return split_chips(spec.split, spec.chips.grid, store.rows, store.cols, store.counts(),
+                       spec.chips.class_names)  # fmt: skip
+
+
+def train_from_catalog(
+    spec: CatalogTrainSpec, progress: bool = True, log: Callable[[str], None] = print
+) -> TrainResult:
+    made, split = prepare(spec, progress)
+    log(made.line())
+    store = ChipStore.open(spec.chip_store)
+    counts = store.counts()
+    summary = split.summary(counts, store.rows, store.cols)
+    log("split: " + ", ".join(f"{k} {v['chips']} chips / {v['pixels']} px"
+                              for k, v in summary.items()))  # fmt: skip
+    torch.manual_seed(spec.seed)
+    device = pick_device(spec.device)
+    mean, std = band_stats(store, split, spec.seed)
+    train_set = ChipDataset(spec.chip_store, split, TRAIN, mean, std, spec.augmentation)
+    batches = training_batches(train_set, spec.budget.batch_size, spec.seed, spec.loader_workers)
+    model = prepare_for_device(UNet(spec.model), device)
+    names = spec.chips.class_names
+    validation = None
+    if (split.chip_split == VAL).any():
+        val_set = ChipDataset(spec.chip_store, split, VAL, mean, std)
+
+        def validation(m: UNet) -> Scores:
+            return score_chips(m, val_set, device, names)
+
+    log(f"training on {device.type}: {spec.model}, budget {spec.budget.max_seconds:.0f} s or "
+        f"{spec.budget.max_steps} steps")  # fmt: skip
+    fitted = fit(model, batches, class_weights(counts, split), spec.budget, device, validation,
+                 progress)  # fmt: skip
+    test = score_chips(model, ChipDataset(spec.chip_store, split, TEST, mean, std), device, names)
+    fitted.history.append({"step": fitted.steps, "seconds": fitted.seconds, "miou": test.miou})
+    chips = spec.chips
+    card = ModelCard(
+        config=spec.model, bands=chips.bands, mean=tuple(map(float, mean)),
+        std=tuple(map(float, std)), class_names=names, class_colors=spec.class_colors,
+        resolution=chips.grid.resolution, units=chips.units,
+        extra={
+            "recipe": chips.input_recipe(), "test": test.to_dict(), "heldout": test.to_dict(),
+            "steps": fitted.steps, "train_seconds": fitted.seconds, "crs": chips.grid.crs,
+            "seed": spec.seed, "augmentation": spec.augmentation,
+            "split": asdict(spec.split), "chip_grid": asdict(chips.grid),
+        },
+    )  # fmt: skip
+    test_chips = [int(i) for i in np.flatnonzero(split.chip_split == TEST)]
+    metrics = {"split": summary, "chip_store": spec.chip_store,
+               "test_chips": {"grid": asdict(chips.grid), "indexes": test_chips}}  # fmt: skip
+    ckpt, digest = save_outputs(spec.output, model, card, test, fitted, "U-Net, test blocks",
+                                metrics)  # fmt: skip
+    return TrainResult(ckpt, digest, test, fitted.steps, fitted.seconds, fitted.history)
+
+
+def score_chips(
+    model: UNet, dataset: ChipDataset, device: torch.device, names: tuple[str, ...],
+    batch_size: int = 8,
+) -> Scores:  # fmt: skip
+    """Scores of the chips' cores, each predicted from its haloed window (as a run
+    predicts a tile), against the labels the split lets that chip use."""
+    halo = dataset.split.grid.halo
+    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
+    for start in range(0, len(dataset), batch_size):
+        chips = [dataset.chip(p) for p in range(start, min(start + batch_size, len(dataset)))]
+        classes, _ = predict_batch(model, np.stack([c[0] for c in chips]), device, crop=halo)
+        for (_, label), pred in zip(chips, classes, strict=True):
+            core = label[halo : label.shape[0] - halo, halo : label.shape[1] - halo]
+            confusion += score(core, pred, names).confusion
+    return Scores(confusion=confusion, class_names=names)
+
+
+def forest_on_chips(
+    uri: str, split: BlockSplit, names: tuple[str, ...], seed: int = 0
+) -> BaselineResult:
+    """The per-pixel random forest on (a seeded sample of) the training chips' usable
+    pixels, judged on the test chips' cores: the U-Net's pixels, one pixel at a time."""
+    start = time.perf_counter()
+    store = ChipStore.open(uri)
+    as_read = (np.zeros(len(store.bands)), np.ones(len(store.bands)))  # no normalisation
+    train_set = ChipDataset(uri, split, TRAIN, *as_read)
+    xs, ys = [], []
+    for position in range(len(train_set)):
+        image, label = train_set.chip(position)
+        keep = label != IGNORE
+        xs.append(image[:, keep].T)
+        ys.append(label[keep])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    if len(y) > _FOREST_PIXELS:
+        pick = np.random.default_rng(seed).choice(len(y), _FOREST_PIXELS, replace=False)
+        x, y = x[pick], y[pick]
+    forest = fit_pixels(x, y, seed=seed)
+    test_set = ChipDataset(uri, split, TEST, *as_read)
+    halo, confusion = split.grid.halo, np.zeros((len(names), len(names)), dtype=np.int64)
+    for position in range(len(test_set)):
+        image, label = test_set.chip(position)
+        core = (slice(halo, image.shape[1] - halo), slice(halo, image.shape[2] - halo))
+        pixels = image[:, core[0], core[1]]
+        pred = forest.predict(pixels.reshape(len(pixels), -1).T).reshape(pixels.shape[1:])
+        confusion += score(label[core], pred.astype(np.uint8), names).confusion
+    scores = Scores(confusion=confusion, class_names=names)
+    return BaselineResult(scores=scores, train_pixels=len(y), seconds=time.perf_counter() - start)
