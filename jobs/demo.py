@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import rasterio
 
 from cluster.predict.driver import run_predict
@@ -25,8 +24,7 @@ from jobs.compile import compile_to, links_from_config
 from jobs.config import load_predict_config
 from jobs.sample import write_sample
 from jobs.trainconfig import load_train_config
-from unet.data import IGNORE
-from unet.metrics import score
+from unet.metrics import score_map
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,8 +89,5 @@ def truth_scores(store_uri: str, labels: Path, class_names: tuple[str, ...]) -> 
         col, row = ~store.layout.transform * (src.transform.c, src.transform.f)
     r, c = round(row), round(col)
     mapped = store.array("class")[r : r + truth.shape[0], c : c + truth.shape[1]]
-    n = len(class_names)
-    pred = np.where(mapped == NODATA_CLASS, n, mapped)
-    truth = np.where(truth == NODATA_CLASS, IGNORE, truth)
-    scores = score(truth, pred, (*class_names, "(no class)"))
-    return scores.overall_accuracy, float(np.nanmean(scores.iou[:n]))
+    scores = score_map(truth, mapped, class_names, NODATA_CLASS)
+    return scores.overall_accuracy, scores.class_miou

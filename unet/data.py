@@ -244,6 +244,12 @@ def class_weights(labels: np.ndarray, num_classes: int, split: Split) -> torch.T
     r0, r1, c0, c1 = split.holdout
     mask[r0:r1, c0:c1] = False
     counts = np.bincount(labels[mask & (labels != IGNORE)], minlength=num_classes)[:num_classes]
+    return weights_from_counts(counts)
+
+
+def weights_from_counts(counts: np.ndarray) -> torch.Tensor:
+    """Inverse square-root of each class's labelled pixel count, mean 1 over the
+    classes present; 0 for an absent class."""
     w = 1.0 / np.sqrt(np.maximum(counts, 1))
     w[counts == 0] = 0.0
     return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)

@@ -42,6 +42,12 @@ class Scores:
         return float(np.nanmean(self.iou))
 
     @property
+    def class_miou(self) -> float:
+        """Mean IoU over the real classes (without ``score_map``'s "(no class)")."""
+        real = [n != NO_CLASS for n in self.class_names]
+        return float(np.nanmean(self.iou[real]))
+
+    @property
     def precision(self) -> np.ndarray:
         """Share of the pixels mapped as a class that are that class: what a map
         user can trust. NaN for a class never predicted."""
@@ -101,6 +107,18 @@ class Scores:
         lines.append(f"{'mean IoU':<14}{self.miou:>7.3f}")
         lines.append(f"{'overall acc.':<14}{self.overall_accuracy:>7.3f}")
         return "\n".join(lines)
+
+
+NO_CLASS = "(no class)"
+
+
+def score_map(
+    truth: np.ndarray, mapped: np.ndarray, class_names: tuple[str, ...], nodata: int
+) -> Scores:
+    """Scores of a map against labels, where a labelled pixel the map left as
+    ``nodata`` counts as wrong: an extra "(no class)" prediction (see ``class_miou``)."""
+    pred = np.where(mapped == nodata, len(class_names), mapped)
+    return score(truth, pred, (*class_names, NO_CLASS))
 
 
 def score(truth: np.ndarray, pred: np.ndarray, class_names: tuple[str, ...]) -> Scores:

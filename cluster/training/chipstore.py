@@ -113,7 +113,9 @@ class ChipStore:
     @classmethod
     def open(cls, uri: str, writable: bool = False) -> ChipStore:
         if not rec.exists(uri, "zarr.json"):
-            raise ClusterError(f"no chip store at {uri}; make it with `statemap chips` or train")
+            raise ClusterError(
+                f"no chip store at {uri}; `statemap train` with a catalog config makes it"
+            )
         group = zarr.open_group(
             objstore.zarr_store(uri, read_only=not writable), mode="r+" if writable else "r"
         )

@@ -25,7 +25,7 @@ from cluster.errors import ClusterError
 from cluster.training.chipstore import ChipStore
 from cluster.training.split import NAMES, TRAIN, BlockSplit
 from unet.augment import augment
-from unet.data import IGNORE, normalize
+from unet.data import IGNORE, normalize, weights_from_counts
 
 __all__ = ["ChipDataset", "band_stats", "class_weights", "training_batches"]
 
@@ -134,8 +134,5 @@ def band_stats(store: ChipStore, split: BlockSplit, seed: int) -> tuple[np.ndarr
 
 
 def class_weights(counts: np.ndarray, split: BlockSplit) -> torch.Tensor:
-    """Inverse square-root frequency of the training chips' labelled pixels, mean 1."""
-    per_class = counts[split.chip_split == TRAIN].sum(axis=0)
-    w = 1.0 / np.sqrt(np.maximum(per_class, 1))
-    w[per_class == 0] = 0.0
-    return torch.tensor(w / w[per_class > 0].mean(), dtype=torch.float32)
+    """As the raster path weights classes, from the training chips' labelled pixels."""
+    return weights_from_counts(counts[split.chip_split == TRAIN].sum(axis=0))

@@ -18,7 +18,7 @@ import numpy as np
 from cluster.errors import ClusterError
 from cluster.predict.store import NODATA, TileStore
 from cluster.training.chipstore import ChipStore
-from unet.metrics import Scores, score
+from unet.metrics import NO_CLASS, Scores, score_map
 
 __all__ = ["map_scores"]
 
@@ -56,7 +56,6 @@ def map_scores(run_store: str, model_dir: str | Path) -> tuple[Scores, float]:
             raise ClusterError(f"map {run_store} does not cover test chip {index}: map the region")
         label = chips.label[index][g.halo : g.halo + g.tile_size, g.halo : g.halo + g.tile_size]
         pred = mapped[r : r + g.tile_size, c : c + g.tile_size]
-        pred = np.where(pred == NODATA, n, pred)
-        confusion += score(label, pred, (*names, "(no class)")).confusion  # fmt: skip
-    scores = Scores(confusion=confusion, class_names=(*names, "(no class)"))
-    return scores, float(np.nanmean(scores.iou[:n]))
+        confusion += score_map(label, pred, names, NODATA).confusion
+    scores = Scores(confusion=confusion, class_names=(*names, NO_CLASS))
+    return scores, scores.class_miou
