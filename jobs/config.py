@@ -16,7 +16,9 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cluster.errors import ClusterError
 from cluster.imagery.providers import BandOverride, CollectionOverrides, MaskOverride, Overrides
+from cluster.imagery.temporal import SubPeriod, TimeRecipe, TimeSettings
 from cluster.predict.actor import PredictorSetup
 from cluster.predict.driver import RunSpec
 from cluster.storage import objstore
@@ -72,6 +74,8 @@ class RunSection(_Strict):
     flush_seconds: Annotated[float, Field(ge=0)] = 5.0
     # Inputs far from the training statistics are refused; true: only logged.
     accept_input_shift: bool = False
+    # An actor that dies (its node lost) is replaced this often, then the run stops.
+    actor_replacements: Annotated[int, Field(ge=0)] = 3
 
 
 def _refuse_credentials(data: Any) -> Any:
@@ -161,6 +165,50 @@ class CollectionAssetsSection(_Strict):
         return CollectionOverrides(bands, mask)
 
 
+class SubPeriodSection(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")]
+    start: str  # MM-DD (in the run's year) or YYYY-MM-DD, inclusive
+    end: str
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _iso(cls, v: Any) -> Any:
+        return v.isoformat() if isinstance(v, dt.date) else v
+
+
+class TimeSection(_Strict):
+    """How the period's items become input pixels (cluster.imagery.temporal). In a
+    training config unset fields take the defaults (the single-period mosaic); in a
+    run they come from the checkpoint, and one set otherwise is refused, except
+    ``fill``, the run's choice for pixels a sub-period cannot cover."""
+
+    compositing: Literal["first", "median", "mean", "percentile"] | None = None
+    percentile: Annotated[float, Field(ge=0, le=100)] | None = None
+    min_clear: Annotated[int, Field(ge=1)] | None = None
+    periods: list[SubPeriodSection] | None = None
+    fill: Literal["nodata", "neighbour"] | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> TimeSection:
+        try:
+            self.recipe()
+        except ClusterError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def settings(self) -> TimeSettings:
+        """The fields set, as the run compares them with its checkpoint's recipe."""
+        periods = None
+        if self.periods is not None:
+            periods = tuple(SubPeriod(p.name, p.start, p.end) for p in self.periods)
+        values = {"compositing": self.compositing, "percentile": self.percentile,
+                  "min_clear": self.min_clear, "periods": periods, "fill": self.fill}  # fmt: skip
+        return tuple((k, v) for k, v in values.items() if v is not None)
+
+    def recipe(self) -> TimeRecipe:
+        return TimeRecipe(**dict(self.settings()))
+
+
 class _CatalogInputs(_Strict):
     """What imagery is read and how: shared by prediction, region and training configs."""
 
@@ -175,6 +223,8 @@ class _CatalogInputs(_Strict):
     storage: StorageSection = StorageSection()
     # Per collection id ("*": any other), overriding how bands, units and masks are found.
     assets: dict[str, CollectionAssetsSection] = {}
+    # Compositing over the period, or a stack of sub-periods (cluster.imagery.temporal).
+    time: TimeSection = TimeSection()
 
     def overrides(self) -> Overrides:
         return Overrides(tuple((cid, c.to_spec()) for cid, c in sorted(self.assets.items())))
@@ -232,12 +282,14 @@ class _RunInputs(_CatalogInputs):
             device=self.run.device,
             overrides=self.overrides(),
             accept_input_shift=self.run.accept_input_shift,
+            time=self.time.settings(),
         )
         return RunSpec(
             setup=setup,
             run_id=run_id or self.run.run_id,
             actors=self.run.actors,
             flush_s=self.run.flush_seconds,
+            actor_replacements=self.run.actor_replacements,
         )
 
 

@@ -6,6 +6,9 @@ the per-pixel random forest on the same chips' pixels, compares them on the
 test blocks, then maps the region from its Sentinel-2 scenes with the U-Net on
 Ray actors into one Zarr store, scores that map against the generated ground
 truth, and checks it on the test blocks against what training reported.
+``--phenology`` does the same on the phenology sample (a year of dated scenes,
+tree species that one date cannot tell apart) with a stack of three seasons'
+median composites.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from cluster.training.parity import map_scores
 from jobs.compare import compare
 from jobs.compile import compile_to, links_from_config
 from jobs.config import load_predict_config
-from jobs.sample import write_sample
+from jobs.sample import write_phenology_sample, write_sample
 from jobs.trainconfig import load_train_config
 from unet.metrics import score_map
 
@@ -36,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--steps", type=int, default=None, help="U-Net training steps (ends first if reached)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--phenology", action="store_true", help="the phenology sample, mapped with a stack"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +49,13 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"generating the sample region ({args.size}x{args.size} px, seed {args.seed}) in {args.out}"
     )
-    config_path = write_sample(args.out, spec, train_seconds=args.seconds, train_steps=args.steps)
+    if args.phenology:
+        config_path, predict_yaml = write_phenology_sample(
+            args.out, spec, train_seconds=args.seconds, train_steps=args.steps
+        )["stack"]
+    else:
+        config_path = write_sample(args.out, spec, args.seconds, args.steps)
+        predict_yaml = args.out / "predict.yaml"
     train_spec = load_train_config(config_path)
     result = compare(train_spec, progress=not args.quiet)
     print()
@@ -58,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"STAC catalog: {args.out / 'sample' / 'catalog.json'}")
     print()
     print("mapping the region from its Sentinel-2 scenes on Ray actors")
-    predict_yaml = args.out / "predict.yaml"
     summary = run_predict(load_predict_config(predict_yaml), progress=not args.quiet)
     for line in summary.lines():
         print(line)

@@ -33,7 +33,7 @@ def measure_tiles_per_second(
     device = pick_device("auto")
     model = prepare_for_device(model, device)
     side = tile_size + 2 * halo
-    x = torch.randn(batch_size, len(card.bands), side, side, device=device)
+    x = torch.randn(batch_size, card.config.in_bands, side, side, device=device)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device):

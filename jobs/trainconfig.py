@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
+from cluster.imagery.temporal import run_year
 from cluster.tiles.grid import Grid
 from cluster.training.chips import ChipSpec
 from cluster.training.labels import LabelSpec, open_labels
@@ -181,8 +182,11 @@ class CatalogTrainConfig(_CatalogInputs):
             class_names=names, labels=labels,
             collections=tuple(self.collections) if self.collections else None,
             start=self.period.start, end=self.period.end, max_cloud_cover=self.max_cloud_cover,
-            overrides=self.overrides(), units=self.units,
+            overrides=self.overrides(), units=self.units, time=self.time.recipe(),
         )  # fmt: skip
+        year = run_year(chips.start, chips.end)
+        chips.time.windows(year)  # a relative stack needs the period's year
+        chips.time.check_within(year, chips.start, chips.end)
         output = Path(resolve_uri(str(self.output), base))
         return CatalogTrainSpec(
             chips=chips,
@@ -190,7 +194,8 @@ class CatalogTrainConfig(_CatalogInputs):
             split=self.split.to_spec(),
             output=output,
             class_colors=tuple(c.color for c in self.classes),
-            model=UNetConfig(len(self.bands), len(names), m.base_width, m.depth, m.batch_norm),
+            model=UNetConfig(len(chips.channels), len(names), m.base_width, m.depth,
+                             m.batch_norm),
             budget=Budget(t.max_seconds, t.max_steps, t.batch_size, t.lr, t.evaluations),
             augmentation=t.augmentation, seed=t.seed, device=t.device,
             loader_workers=t.loader_workers, chip_workers=t.chip_workers,

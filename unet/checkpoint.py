@@ -11,7 +11,8 @@ tensors; no pickle). The header's ``__metadata__`` holds one key,
   "architecture": {"in_bands": 4, "num_classes": 4, "base_width": 16,
                    "depth": 3, "batch_norm": true},
   "bands": ["blue", "green", "red", "nir"],        # order of the input channels
-  "normalization": {"mean": [...], "std": [...]},   # per band, in reflectance
+  "periods": ["spring", "summer"],                  # a stack: channels = periods x bands
+  "normalization": {"mean": [...], "std": [...]},   # per channel, in reflectance
   "classes": [{"value": 0, "name": "water", "color": "#2c7fb8"}, ...],
   "resolution": 10.0,                               # metres per pixel expected
   "extra": {...}                                    # free-form: metrics, training config
@@ -57,15 +58,21 @@ class ModelCard:
     # What the inputs are: "reflectance" (scale and offset applied) or "dn" (values as
     # stored). Files from before this field were all trained on reflectance.
     units: str = "reflectance"
+    # Sub-periods of a multi-temporal stack, in channel order (layer-major: every band
+    # of the first, then of the next); empty: one layer. How each layer is made is
+    # the input recipe in ``extra["recipe"]["time"]``.
+    periods: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        n = len(self.bands)
+        n = len(self.bands) * max(1, len(self.periods))
         if n != self.config.in_bands or len(self.mean) != n or len(self.std) != n:
+            layers = f" x {len(self.periods)} periods" if self.periods else ""
             raise UNetError(
-                f"model card lists {n} bands {list(self.bands)}, {len(self.mean)} means and "
-                f"{len(self.std)} stds for a U-Net of {self.config.in_bands} input bands: "
-                "give one band name, mean and std per input band"
+                f"model card lists {len(self.bands)} bands {list(self.bands)}{layers}, "
+                f"{len(self.mean)} means and {len(self.std)} stds for a U-Net of "
+                f"{self.config.in_bands} input channels: give one band name per band, one "
+                "mean and std per channel"
             )
         if len(self.class_names) != self.config.num_classes or len(self.class_colors) != len(
             self.class_names
@@ -92,8 +99,16 @@ class ModelCard:
             ],
             "resolution": self.resolution,
             "units": self.units,
+            **({"periods": list(self.periods)} if self.periods else {}),
             "extra": self.extra,
         }
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Input channel names: ``period:band`` for a stack."""
+        if not self.periods:
+            return self.bands
+        return tuple(f"{p}:{b}" for p in self.periods for b in self.bands)
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], source: str = "checkpoint") -> ModelCard:
@@ -113,6 +128,7 @@ class ModelCard:
                 class_colors=tuple(c["color"] for c in classes),
                 resolution=float(doc["resolution"]),
                 units=str(doc.get("units", "reflectance")),
+                periods=tuple(doc.get("periods", ())),
                 extra=dict(doc.get("extra", {})),
             )
         except (KeyError, TypeError) as exc:

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from cluster.errors import ClusterError
-from cluster.imagery.catalog import COMPOSITING, MOSAIC, Catalog
+from cluster.imagery.catalog import MOSAIC, Catalog
+from cluster.imagery.composite import Stack, read_stack
 from cluster.imagery.providers import NO_OVERRIDES, Overrides
-from cluster.imagery.reader import read_window
+from cluster.imagery.temporal import TimeRecipe, TimeSettings, run_recipe, run_year
 from cluster.predict.inputcheck import InputCheckError, check_tile
 from cluster.predict.store import TileStore
 from cluster.storage import objstore
@@ -55,6 +56,12 @@ class PredictorSetup:
     threads: int = 0  # torch intra-op threads; 0 = all the actor's CPUs
     overrides: Overrides = NO_OVERRIDES  # the config's word on bands, units, masks
     accept_input_shift: bool = False  # input-check findings only logged, not refused
+    time: TimeSettings = ()  # the config's time settings; the rest from the checkpoint
+
+    @property
+    def year(self) -> int | None:
+        """The year a stack's relative sub-periods are placed in."""
+        return run_year(self.start, self.end)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,8 @@ class TileResult:
     error: str = ""
     read_s: float = 0.0
     fatal: bool = False  # the inputs are wrong, not just this tile: stop the run
+    gap_px: int = 0  # mapped pixels left nodata for want of a sub-period
+    filled_px: int = 0  # mapped pixels with a sub-period filled from its neighbour
 
 
 def confidence_to_uint8(p: np.ndarray) -> np.ndarray:
@@ -96,9 +105,23 @@ def read_card(uri: str) -> ModelCard:
     return card_from_bytes(data, uri)
 
 
+def time_recipe(card: ModelCard, setup: PredictorSetup, source: str) -> TimeRecipe:
+    """How the run makes its inputs over time: the checkpoint's recipe (the mosaic for
+    checkpoints without one), with the run's own ``fill``."""
+    recipe = card.extra.get("recipe") or {}
+    trained = TimeRecipe.from_dict(recipe.get("time"))
+    if "time" not in recipe and recipe.get("compositing", "first") != "first":
+        raise ClusterError(f"checkpoint {source}: compositing {recipe['compositing']!r} "
+                           "without its time recipe; retrain it")  # fmt: skip
+    if trained.names != card.periods:
+        raise ClusterError(f"checkpoint {source}: its periods {list(card.periods)} differ from "
+                           f"its recipe's {list(trained.names)}; retrain it")  # fmt: skip
+    return run_recipe(trained, setup.time, source)
+
+
 def check_card(card: ModelCard, grid: Grid, source: str) -> None:
     """Refuse a grid the checkpoint cannot predict on (other pixel size, or tiles the
-    U-Net's down- and up-sampling cannot halve evenly), and inputs made otherwise
+    U-Net's down- and up-sampling cannot halve evenly), and inputs mosaicked otherwise
     than the checkpoint's input recipe says its training inputs were."""
     if abs(card.resolution - grid.resolution) > 1e-6 * card.resolution:
         raise ClusterError(
@@ -106,13 +129,12 @@ def check_card(card: ModelCard, grid: Grid, source: str) -> None:
             f"is {grid.resolution:g} m: set grid.resolution to {card.resolution:g}"
         )
     recipe = card.extra.get("recipe") or {}  # absent: trained from a raster
-    for key, ours in (("mosaic", MOSAIC), ("compositing", COMPOSITING)):
-        if key in recipe and recipe[key] != ours:
-            raise ClusterError(
-                f"checkpoint {source} was trained on inputs made by {key} {recipe[key]!r}, and "
-                f"this run makes them by {ours!r}: a model maps only pixels made as it learnt "
-                "them. Use a checkpoint trained with this run's recipe, or retrain"
-            )
+    if "mosaic" in recipe and recipe["mosaic"] != MOSAIC:
+        raise ClusterError(
+            f"checkpoint {source} was trained on inputs made by mosaic {recipe['mosaic']!r}, "
+            f"and this run makes them by {MOSAIC!r}: a model maps only pixels made as it "
+            "learnt them. Use a checkpoint trained with this run's recipe, or retrain"
+        )
     multiple = card.config.multiple
     if (grid.tile_size + 2 * grid.halo) % multiple:
         raise ClusterError(
@@ -147,51 +169,64 @@ class Predictor:
         self.grid = setup.grid
         self.region = load_region(setup.region, self.grid.crs)
         self.catalog = open_catalog(setup, self.card, self.region)
+        self.time = time_recipe(self.card, setup, setup.checkpoint)
         self.store = TileStore.open(setup.store, writable=True)
         self._model_lock = threading.Lock()
 
     def pid(self) -> int:
         return os.getpid()
 
-    def read(self, tile: Tile) -> np.ndarray:
-        """Haloed input of a tile, NaN where no item has a valid pixel; checked, item
-        by item, against the training statistics (InputCheckError)."""
+    def read(self, tile: Tile) -> Stack:
+        """Haloed input of a tile as the checkpoint's recipe makes it, NaN where no item
+        has a valid pixel; checked, item by item (or composite by composite), against
+        the training statistics (InputCheckError)."""
         bounds = self.grid.tile_bounds(tile, halo=True)
         items = self.catalog.items_for(bounds)
         shape = self.grid.tile_shape(halo=True)
         sources = np.empty(shape, dtype=np.int16)
-        raw = read_window(
-            items, bounds, shape, self.grid.crs, n_bands=len(self.card.bands), sources=sources
-        )
-        problem = check_tile(raw, sources, items, self.card, self.setup.checkpoint)
+        stack = read_stack(items, bounds, shape, self.grid.crs, self.time, self.setup.year,
+                           n_bands=len(self.card.bands), sources=sources)  # fmt: skip
+        problem = check_tile(stack, sources, self.card, self.setup.checkpoint, self.time)
         if problem is not None:
             if not self.setup.accept_input_shift:
                 raise InputCheckError(problem)
             log.warning("tile %s: %s", tile.id, problem)
-        return raw
+        return stack
 
     def predict(self, tile_ids: list[str]) -> list[TileResult]:
         if len(tile_ids) > self.setup.batch_size:
             raise ClusterError(f"{len(tile_ids)} tiles sent for a batch of {self.setup.batch_size}")
         results: list[TileResult] = []
-        inputs: list[tuple[Tile, np.ndarray]] = []
+        inputs: list[tuple[Tile, Stack]] = []
         for tile_id in tile_ids:
             start = time.perf_counter()
             try:
                 tile = Tile.parse(tile_id)
-                inputs.append((tile, self.read(tile)))
+                stack = self.read(tile)
             except InputCheckError as exc:
                 results.append(TileResult(tile_id, False, f"tile {tile_id}: {exc}", fatal=True))
                 continue
             except ClusterError as exc:
                 results.append(TileResult(tile_id, False, f"tile {tile_id}: {exc}"))
                 continue
-            results.append(TileResult(tile_id, True, read_s=time.perf_counter() - start))
+            inputs.append((tile, stack))
+            gap, filled = self._completeness(tile, stack)
+            results.append(TileResult(tile_id, True, read_s=time.perf_counter() - start,
+                                      gap_px=gap, filled_px=filled))  # fmt: skip
         if inputs:
-            classes, confidence = self.infer([raw for _, raw in inputs])
-            for (tile, raw), cls, conf in zip(inputs, classes, confidence, strict=True):
-                self._write(tile, raw, cls, conf)
+            classes, confidence = self.infer([stack.data for _, stack in inputs])
+            for (tile, stack), cls, conf in zip(inputs, classes, confidence, strict=True):
+                self._write(tile, stack.data, cls, conf)
         return results
+
+    def _completeness(self, tile: Tile, stack: Stack) -> tuple[int, int]:
+        """Mapped pixels of the tile left nodata for want of a sub-period, and filled."""
+        if not stack.gaps.any():
+            return 0, 0
+        h, size = self.grid.halo, self.grid.tile_size
+        inside = region_mask(self.grid, tile, self.region)
+        gaps, filled = (a[h : h + size, h : h + size] & inside for a in (stack.gaps, stack.filled))
+        return int((gaps & ~filled).sum()), int(filled.sum())
 
     def infer(self, raws: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Fixed batch shape: pad with zeros up to ``batch_size``."""

@@ -12,11 +12,13 @@ import hashlib
 import json
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 
 import ray
+from ray.actor import ActorHandle
 from tqdm import tqdm
 
 from cluster.errors import ClusterError
@@ -27,6 +29,7 @@ from cluster.predict.actor import (
     check_card,
     checkpoint_bytes,
     open_catalog,
+    time_recipe,
 )
 from cluster.predict.inputcheck import InputCheckError, precheck
 from cluster.predict.store import RunAttrs, StoreLayout, TileStore
@@ -48,6 +51,9 @@ class RunSpec:
     actors: int = 0  # 0: one per GPU, else one CPU actor per node's worth of CPUs
     in_flight: int = 3  # batches queued per actor, so it never waits for the driver
     flush_s: float = 5.0  # how often the done record is rewritten while running
+    # Per actor: one that dies (its node lost, its process killed) is replaced this
+    # often, its tiles in flight handed on; once more and the run stops, keeping them.
+    actor_replacements: int = 3
 
 
 @dataclass
@@ -59,6 +65,9 @@ class Summary:
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     tile_pixels: int = 0
+    gap_px: int = 0  # mapped pixels nodata for want of a sub-period of the stack
+    filled_px: int = 0  # mapped pixels with a sub-period filled from its neighbour
+    lost: list[str] = field(default_factory=list)  # actors that died and were replaced
 
     @property
     def tiles_per_s(self) -> float:
@@ -75,7 +84,13 @@ class Summary:
             f"{self.tiles_per_s:.2f} tiles/s, {self.megapixels_per_s:.2f} megapixels/s; "
             f"store {self.store}",
         ]
+        if self.gap_px or self.filled_px:
+            out.append(
+                f"{self.gap_px:,} mapped px left nodata for want of a sub-period, "
+                f"{self.filled_px:,} px filled from a neighbouring sub-period"
+            )
         out += [f"FAILED {msg}" for msg in self.failed.values()]
+        out += [f"REPLACED {msg}" for msg in self.lost]
         return out
 
 
@@ -92,6 +107,8 @@ def derive_run_id(setup: PredictorSetup, checkpoint_sha: str) -> str:
     }
     if setup.overrides.collections:  # absent before overrides existed: old ids stay
         doc["overrides"] = asdict(setup.overrides)
+    if setup.time:  # the rest of the time recipe is the checkpoint's, in its hash
+        doc["time"] = repr(setup.time)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -114,12 +131,14 @@ def check_inputs(setup: PredictorSetup) -> Checked:
     card = card_from_bytes(data, setup.checkpoint)
     grid = setup.grid
     check_card(card, grid, setup.checkpoint)
+    recipe = time_recipe(card, setup, setup.checkpoint)
+    recipe.check_within(setup.year, setup.start, setup.end)
     region = load_region(setup.region, grid.crs)
     catalog = open_catalog(setup, card, region)
     catalog.check_covers(region)
-    warnings = precheck(
-        catalog, grid, region, card, setup.checkpoint, accept=setup.accept_input_shift
-    )
+    accept = setup.accept_input_shift
+    warnings = precheck(catalog, grid, region, card, setup.checkpoint, accept=accept,
+                        recipe=recipe, year=setup.year)  # fmt: skip
     return Checked(
         checkpoint_sha256=hashlib.sha256(data).hexdigest(),
         card=card,
@@ -176,6 +195,110 @@ def _actor_options(actors: int, device: str = "auto") -> tuple[int, dict[str, fl
     return n, {"num_gpus": 0, "num_cpus": max(cpus // n, 1)}
 
 
+class _Fleet:
+    """The run's actors, each fed ``depth`` batches at a time.
+
+    An actor that dies (its node lost, its process killed) has written none of
+    its unreported tiles as far as the done record knows, so its batches go
+    back in the queue for whichever actor is free next (a rewritten tile is
+    byte-identical), and its slot gets a new actor, which Ray places on a node
+    with free resources, up to ``limit`` times; once more, the fleet closes and
+    ``gave_up`` says why. Batches go only to actors that have started, so a
+    replacement with nowhere to go holds no tiles back: the run ends on the
+    actors left (or, with none left, waits for a node to join).
+    """
+
+    def __init__(
+        self,
+        start: Callable[[], ActorHandle],
+        actors: list[ActorHandle],
+        batches: Iterator[list[str]],
+        depth: int,
+        limit: int,
+    ) -> None:
+        self.start, self.actors, self.batches = start, actors, batches
+        self.depth, self.limit = depth, limit
+        self.queue: deque[list[str]] = deque()  # batches given back, sent before new ones
+        self.in_flight: dict[ray.ObjectRef, tuple[int, ActorHandle, list[str]]] = {}
+        self.load = [0] * len(actors)  # batches in flight on each slot's current actor
+        self.live = set(range(len(actors)))  # slots whose actor has started
+        self.starting: dict[ray.ObjectRef, int] = {}  # a replacement's first call -> slot
+        self.replaced = [0] * len(actors)
+        self.lost: list[str] = []  # actors that died and were replaced, and why
+        self.gave_up = ""  # why the run stops: an actor died once more than the limit
+        self.closed = False  # send no more batches
+
+    def work_left(self) -> bool:
+        """Whether a batch is left to send (taking the next from the tile list into
+        the queue: the list is lazy, its end known only by reaching it)."""
+        if not self.queue:
+            batch = next(self.batches, None)
+            if batch is None:
+                return False
+            self.queue.append(batch)
+        return True
+
+    def busy(self) -> bool:
+        """Anything to wait for: batches in flight, or replacements starting while
+        tiles are left for them."""
+        return bool(self.in_flight) or (
+            bool(self.starting) and not self.closed and self.work_left()
+        )
+
+    def top_up(self) -> None:
+        for slot in sorted(self.live):
+            actor = self.actors[slot]
+            while self.load[slot] < self.depth and not self.closed and self.work_left():
+                batch = self.queue.popleft()
+                self.in_flight[actor.predict.remote(batch)] = (slot, actor, batch)
+                self.load[slot] += 1
+
+    def wait(self) -> list[TileResult]:
+        """The next batch's results; none when the news was an actor starting or dying."""
+        ready, _ = ray.wait([*self.in_flight, *self.starting], num_returns=1)
+        ref, results = ready[0], []
+        if ref in self.starting:
+            slot = self.starting.pop(ref)
+            try:
+                ray.get(ref)
+                self.live.add(slot)
+            except ray.exceptions.RayActorError as exc:
+                self._lose(slot, exc)
+        else:
+            slot, actor, batch = self.in_flight.pop(ref)
+            current = slot in self.live and actor is self.actors[slot]  # not a dead one's
+            if current:
+                self.load[slot] -= 1
+            try:
+                results = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                self.queue.append(batch)
+                if current:  # the first news of its death; its other batches follow
+                    held = [b for _, a, b in self.in_flight.values() if a is actor]
+                    self._lose(slot, exc, held=sum(map(len, [batch, *held])))
+            except ray.exceptions.RayError as exc:
+                results = [
+                    TileResult(t, False, f"tile {t}: {type(exc).__name__}: {exc}") for t in batch
+                ]
+        self.top_up()
+        return results
+
+    def _lose(self, slot: int, exc: ray.exceptions.RayActorError, held: int = 0) -> None:
+        ray.kill(self.actors[slot])  # if merely unreachable, it must not write on
+        self.live.discard(slot)
+        self.load[slot] = 0
+        error = " ".join(str(exc).split())
+        why = f"actor {slot} died holding {held} tiles ({type(exc).__name__}: {error})"
+        if self.replaced[slot] >= self.limit:
+            self.gave_up = f"{why}, after {self.replaced[slot]} replacements (the limit)"
+            self.closed = True
+            return
+        self.replaced[slot] += 1
+        self.lost.append(why)
+        self.actors[slot] = self.start()
+        self.starting[self.actors[slot].pid.remote()] = slot
+
+
 def run_predict(
     spec: RunSpec,
     progress: bool = True,
@@ -206,15 +329,17 @@ def run_predict(
 
     connect_ray()
     n_actors, options = _actor_options(spec.actors, setup.device)
-    actor_cls = ray.remote(max_restarts=3, max_task_retries=3)(Predictor)
+    # Ray restarts nothing: the driver replaces a dead actor itself (see _Fleet), so
+    # it can count, hand the dead one's tiles to any actor free, and say why it stops.
+    actor_cls = ray.remote(max_restarts=0, max_task_retries=0)(Predictor)
     threads = int(options["num_cpus"]) if not options["num_gpus"] else 0
     actor_setup = replace(setup, threads=threads)
-    actors = [
-        actor_cls.options(max_concurrency=_concurrency(options, spec), **options).remote(
-            actor_setup
-        )
-        for _ in range(n_actors)
-    ]
+
+    def start_actor() -> ActorHandle:
+        concurrency = _concurrency(options, spec)
+        return actor_cls.options(max_concurrency=concurrency, **options).remote(actor_setup)
+
+    actors = [start_actor() for _ in range(n_actors)]
     try:  # loaded: time the tiles, not start-up
         ray.get([actor.pid.remote() for actor in actors])
     except ray.exceptions.RayActorError as exc:
@@ -222,41 +347,26 @@ def run_predict(
     total = count_tiles(setup.grid, region)  # cheap: counted row by row, never listed
     bar = tqdm(desc="predict", unit="tile", total=total, initial=len(done), disable=not progress)
     batches = _batches(pending(), setup.batch_size)
-    in_flight: dict[ray.ObjectRef, tuple[int, list[str]]] = {}
+    fleet = _Fleet(start_actor, actors, batches, spec.in_flight, spec.actor_replacements)
     newly_done: list[Tile] = []
     start = last_flush = time.perf_counter()
 
     stopped: list[str] = []  # an actor's input check refused a tile: send no more
-
-    def submit(actor_index: int) -> bool:
-        batch = None if stopped else next(batches, None)
-        if batch is None:
-            return False
-        ref = actors[actor_index].predict.remote(batch)
-        in_flight[ref] = (actor_index, batch)
-        return True
-
-    for i in range(n_actors):
-        for _ in range(spec.in_flight):
-            submit(i)
     try:
-        while in_flight:
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            actor_index, batch = in_flight.pop(ready[0])
-            try:
-                results = ray.get(ready[0])
-            except ray.exceptions.RayError as exc:
-                results = [
-                    TileResult(t, False, f"tile {t}: {type(exc).__name__}: {exc}") for t in batch
-                ]
+        fleet.top_up()
+        while fleet.busy():
+            results = fleet.wait()
             for result in results:
                 if result.ok:
                     summary.done += 1
+                    summary.gap_px += result.gap_px
+                    summary.filled_px += result.filled_px
                     newly_done.append(Tile.parse(result.tile_id))
                 else:
                     summary.failed[result.tile_id] = result.error
                     if result.fatal and not stopped:
                         stopped.append(result.error)
+                        fleet.closed = True
                 if on_result:
                     on_result(result)
             bar.update(len(results))
@@ -264,17 +374,22 @@ def run_predict(
                 store.mark_done(newly_done)
                 newly_done.clear()
                 last_flush = time.perf_counter()
-            submit(actor_index)
     finally:
-        if newly_done:
+        if newly_done:  # before any error below: the tiles written are kept
             store.mark_done(newly_done)
         bar.close()
-        for actor in actors:
+        for actor in fleet.actors:
             ray.kill(actor)
+    summary.lost = fleet.lost
     summary.seconds = time.perf_counter() - start
     if stopped:
         raise InputCheckError(
             f"{stopped[0]} (the run stopped; {summary.done} tiles written before are kept, "
             "a rerun after the fix resumes)"
+        )
+    if fleet.gave_up and fleet.work_left():
+        raise ClusterError(
+            f"{fleet.gave_up}. The run stopped: the {summary.done} tiles it wrote are recorded "
+            f"as done in {setup.store}, and a rerun resumes from them"
         )
     return summary

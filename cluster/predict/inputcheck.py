@@ -24,15 +24,17 @@ a refusal into a logged warning, for inputs that are meant to differ.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from cluster.errors import ClusterError
 from cluster.imagery.catalog import Catalog
+from cluster.imagery.composite import Stack
 from cluster.imagery.reader import AssetReadError, read_window
 from cluster.imagery.stacitem import ItemRef
+from cluster.imagery.temporal import TimeRecipe, items_within
 from cluster.tiles.grid import Grid, Tile, count_tiles, iter_tiles
 from cluster.tiles.region import Region
 from unet.checkpoint import ModelCard
@@ -63,6 +65,8 @@ class ItemValues:
     item: ItemRef
     values: list[list[np.ndarray]] = field(default_factory=list)  # per band, per tile
     tiles: int = 0
+    layer: int = 0  # the sub-period of a stack these values are held against
+    what: str = ""  # what the values are, if not the item's alone (a composite)
 
     def add(self, pixels: np.ndarray) -> None:
         """``pixels``: (bands, n) with no NaN."""
@@ -91,14 +95,27 @@ def sample_tiles(grid: Grid, region: Region, k: int = SAMPLE_TILES) -> list[Tile
 
 
 def precheck(
-    catalog: Catalog, grid: Grid, region: Region, card: ModelCard, checkpoint: str, *, accept: bool
+    catalog: Catalog,
+    grid: Grid,
+    region: Region,
+    card: ModelCard,
+    checkpoint: str,
+    *,
+    accept: bool,
+    recipe: TimeRecipe = TimeRecipe(),  # noqa: B008 (frozen)
+    year: int | None = None,
 ) -> list[str]:
     """Check the items meeting a few sample tiles; raise InputCheckError on the worst
-    band of the first item out of range (or, with ``accept``, return the warnings)."""
+    band of the first item out of range (or, with ``accept``, return the warnings).
+    In a stack each item is held against the statistics of its sub-period."""
     pooled: dict[str, ItemValues] = {}
+    windows = recipe.windows(year)
     for tile in sample_tiles(grid, region):
         bounds, shape = grid.tile_bounds(tile), grid.tile_shape()
         for item in catalog.items_for(bounds)[:ITEMS_PER_TILE]:
+            layer = next((p for p, w in enumerate(windows) if items_within([item], w)), None)
+            if layer is None:
+                continue  # in no sub-period: the stack does not read it
             try:
                 data = read_window([item], bounds, shape, grid.crs)
             except AssetReadError as exc:  # fails its own tiles later, named there
@@ -107,7 +124,7 @@ def precheck(
             data = data[:, ::_SUBSAMPLE, ::_SUBSAMPLE]
             clear = np.isfinite(data).all(axis=0)
             if clear.any():
-                pooled.setdefault(item.id, ItemValues(item)).add(data[:, clear])
+                pooled.setdefault(item.id, ItemValues(item, layer=layer)).add(data[:, clear])
     warnings = []
     for values in pooled.values():
         problem = judge(values, card, checkpoint, PRECHECK_SIGMA, PRECHECK_RMS)
@@ -120,26 +137,35 @@ def precheck(
 
 
 def check_tile(
-    data: np.ndarray,
-    sources: np.ndarray,
-    items: Sequence[ItemRef],
-    card: ModelCard,
-    checkpoint: str,
+    stack: Stack, sources: np.ndarray, card: ModelCard, checkpoint: str, recipe: TimeRecipe
 ) -> str | None:
-    """A gross mismatch in one tile read (``data`` with ``sources`` from read_window),
-    item by item: the message, or None. Runs on every tile beside the model, so each
-    item's medians come from an even sample of ``TILE_SAMPLE`` to twice that many of its
-    pixels (a full median of a 512-px tile cost twice its read; this, a tenth of it)."""
-    finite = np.isfinite(data).all(axis=0)
-    flat = data.reshape(len(data), -1)
-    for position, item in enumerate(items):
-        where = np.flatnonzero((sources == position) & finite)
-        if len(where) >= MIN_PIXELS:
-            values = ItemValues(item)
-            values.add(flat[:, where[:: max(1, len(where) // TILE_SAMPLE)]])
-            problem = judge(values, card, checkpoint, TILE_SIGMA)
-            if problem is not None:
-                return problem
+    """A gross mismatch in one tile read (a stack, with ``sources`` from the mosaic),
+    item by item, or for composites layer by layer: the message, or None. Runs on
+    every tile beside the model, so each median comes from an even sample of
+    ``TILE_SAMPLE`` to twice that many pixels (a full median of a 512-px tile cost
+    twice its read; this, a tenth of it)."""
+    n = len(card.bands)
+    for layer, items in enumerate(stack.layer_items):
+        data = stack.data[layer * n : (layer + 1) * n]
+        finite = np.isfinite(data).all(axis=0)
+        flat = data.reshape(n, -1)
+        if recipe.compositing == "first" and len(stack.layer_items) == 1:
+            groups = [(item, sources == k, "") for k, item in enumerate(items)]
+        elif items:
+            period = f"{recipe.periods[layer].name} " if recipe.periods else ""
+            what = (f"the {period}{recipe.compositing} composite of {len(items)} item(s) "
+                    f"(first {items[0].id})")  # fmt: skip
+            groups = [(items[0], np.ones_like(finite), what)]
+        else:
+            groups = []
+        for item, mine, what in groups:
+            where = np.flatnonzero(mine & finite)
+            if len(where) >= MIN_PIXELS:
+                values = ItemValues(item, layer=layer, what=what)
+                values.add(flat[:, where[:: max(1, len(where) // TILE_SAMPLE)]])
+                problem = judge(values, card, checkpoint, TILE_SIGMA)
+                if problem is not None:
+                    return problem
     return None
 
 
@@ -150,18 +176,21 @@ def judge(
     or all together beyond ``rms`` (root mean square, in training deviations)."""
     if values.count < MIN_PIXELS:
         return None
-    mean, std = np.asarray(card.mean), np.maximum(np.asarray(card.std), 1e-6)
+    n = len(card.bands)
+    channels = slice(values.layer * n, (values.layer + 1) * n)
+    mean, std = np.asarray(card.mean)[channels], np.maximum(np.asarray(card.std)[channels], 1e-6)
     medians = values.medians()
     z = np.abs(medians - mean) / std
     worst = int(np.argmax(z))
     if z[worst] <= sigma and float(np.sqrt(np.mean(z**2))) <= rms:
         return None
     item, band = values.item, values.item.bands[worst]
-    name, seen, trained = card.bands[worst], float(medians[worst]), float(mean[worst])
+    name, seen, trained = card.channels[channels][worst], float(medians[worst]), float(mean[worst])
     cause, fix = _diagnose(seen, trained, float(std[worst]), band.scale, band.offset)
-    where = f"assets.{item.collection or '*'}.bands.{name}"
+    where = f"assets.{item.collection or '*'}.bands.{card.bands[worst]}"
     return (
-        f"input check: item {item.id} (collection {item.collection or None}) band {name} "
+        f"input check: {values.what or 'item ' + item.id} (collection {item.collection or None})"
+        f" band {name} "
         f"(asset {band.asset!r}, scale {band.scale:g}, offset {band.offset:+g} from "
         f"{band.origin or 'the catalog'}): values around {seen:.4g} (median of "
         f"{values.count:,} clear pixels in {values.tiles} tile(s)), but checkpoint "

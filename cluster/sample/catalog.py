@@ -112,16 +112,7 @@ def write_region(
         catalog=root / "catalog.json",
         boundary=root / "region.geojson",
     )
-    colormap = {i: _rgba(c) for i, c in enumerate(CLASS_COLORS)}
-    write_cog(
-        region.labels,
-        Raster(scene.labels[None], spec.transform, spec.crs, NODATA_CLASS),
-        resampling="mode",
-        descriptions=("class",),
-        colormap=colormap,
-        tags={"CLASS_NAMES": json.dumps(CLASS_NAMES), "CLASS_COLORS": json.dumps(CLASS_COLORS)},
-        band_tags={f"CLASS_{i}": name for i, name in enumerate(CLASS_NAMES)},
-    )
+    write_labels(region.labels, Raster(scene.labels[None], spec.transform, spec.crs, NODATA_CLASS))
     write_cog(
         region.composite,
         Raster(scene.reflectance, spec.transform, spec.crs, float("nan")),
@@ -129,7 +120,7 @@ def write_region(
         descriptions=BANDS,
         tags={"QUANTITY": "surface reflectance", "SOURCE": f"statemap sample, seed {spec.seed}"},
     )
-    region.boundary.write_text(json.dumps(_boundary(spec, scene.labels), indent=1) + "\n")
+    region.boundary.write_text(json.dumps(boundary(spec, scene.labels), indent=1) + "\n")
 
     catalog = pystac.Catalog(
         id="statemap-sample",
@@ -152,6 +143,25 @@ def write_region(
             write_cog(item_dir / name, raster, resampling=resampling)
     catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     return region
+
+
+def write_labels(
+    path: Path,
+    raster: Raster,
+    class_names: tuple[str, ...] = CLASS_NAMES,
+    class_colors: tuple[str, ...] = CLASS_COLORS,
+) -> None:
+    """Write a uint8 class map as every sample's labels are: a COG with a colour
+    table and the class names and colours in its tags, so GIS and statemap agree."""
+    write_cog(
+        path,
+        raster,
+        resampling="mode",
+        descriptions=("class",),
+        colormap={i: rgba(c) for i, c in enumerate(class_colors)},
+        tags={"CLASS_NAMES": json.dumps(class_names), "CLASS_COLORS": json.dumps(class_colors)},
+        band_tags={f"CLASS_{i}": name for i, name in enumerate(class_names)},
+    )
 
 
 def write_cog(
@@ -197,38 +207,56 @@ def _s2_collection(
 ) -> pystac.Collection:
     items = []
     for scene in scenes:
-        item = _item(scene, gsd=10.0)
-        item.common_metadata.constellation = "sentinel-2"
-        item.common_metadata.instruments = ["msi"]
-        EOExtension.ext(item, add_if_missing=True).cloud_cover = scene.cloud_cover
-        files[scene.id] = []
-        for key, raster in scene.assets.items():
-            if key == "scl":
-                name, title, roles, resampling = "SCL.tif", _SCL_TITLE, ["data"], "nearest"
-            else:
-                name, title = f"{_S2_BANDS[key][0]}.tif", _S2_BANDS[key][3]
-                roles, resampling = ["data", "reflectance"], "average"
-            asset = _asset(item, key, name, title, roles, raster)
-            res = raster.transform.a
-            if key == "scl":
-                asset.description = _SCL_DESCRIPTION
-                band = RasterBand.create(nodata=0, data_type=DataType.UINT8, spatial_resolution=res)
-            else:
-                eo_name, center, fwhm, _ = _S2_BANDS[key]
-                EOExtension.ext(asset, add_if_missing=True).bands = [
-                    Band.create(eo_name, key, center_wavelength=center, full_width_half_max=fwhm)
-                ]
-                band = RasterBand.create(
-                    nodata=0,
-                    data_type=DataType.UINT16,
-                    spatial_resolution=res,
-                    scale=S2_SCALE,
-                    offset=S2_OFFSET,
-                )
-            RasterExtension.ext(asset, add_if_missing=True).bands = [band]
-            files[scene.id].append((name, raster, resampling))
+        item, files[scene.id] = s2_item(scene)
         items.append(item)
-    assets = {k: (v[3], ["data", "reflectance"]) for k, v in _S2_BANDS.items()}
+    return s2_collection(items)
+
+
+def s2_item(scene: Acquisition) -> tuple[pystac.Item, list[tuple[str, Raster, str]]]:
+    """A Sentinel-2 L2A item in Earth Search's layout, and its files (name, raster,
+    overview resampling) to write beside the item's JSON.
+
+    Separate from the collection so that a generator can write each scene's
+    rasters and let go of them before making the next scene.
+    """
+    item = _item(scene, gsd=10.0)
+    item.common_metadata.constellation = "sentinel-2"
+    item.common_metadata.instruments = ["msi"]
+    EOExtension.ext(item, add_if_missing=True).cloud_cover = scene.cloud_cover
+    files = []
+    for key, raster in scene.assets.items():
+        if key == "scl":
+            name, title, roles, resampling = "SCL.tif", _SCL_TITLE, ["data"], "nearest"
+        else:
+            name, title = f"{_S2_BANDS[key][0]}.tif", _S2_BANDS[key][3]
+            roles, resampling = ["data", "reflectance"], "average"
+        asset = _asset(item, key, name, title, roles, raster)
+        res = raster.transform.a
+        if key == "scl":
+            asset.description = _SCL_DESCRIPTION
+            band = RasterBand.create(nodata=0, data_type=DataType.UINT8, spatial_resolution=res)
+        else:
+            eo_name, center, fwhm, _ = _S2_BANDS[key]
+            EOExtension.ext(asset, add_if_missing=True).bands = [
+                Band.create(eo_name, key, center_wavelength=center, full_width_half_max=fwhm)
+            ]
+            band = RasterBand.create(
+                nodata=0,
+                data_type=DataType.UINT16,
+                spatial_resolution=res,
+                scale=S2_SCALE,
+                offset=S2_OFFSET,
+            )
+        RasterExtension.ext(asset, add_if_missing=True).bands = [band]
+        files.append((name, raster, resampling))
+    return item, files
+
+
+def s2_collection(items: list[pystac.Item]) -> pystac.Collection:
+    """The "sentinel-2-l2a" collection of ``items`` (from :func:`s2_item`); its
+    item_assets list the band keys the items carry, in Earth Search's order."""
+    keys = {key for item in items for key in item.assets}
+    assets = {k: (v[3], ["data", "reflectance"]) for k, v in _S2_BANDS.items() if k in keys}
     assets["scl"] = (_SCL_TITLE, ["data"])
     return _collection(
         S2_COLLECTION,
@@ -239,7 +267,7 @@ def _s2_collection(
         items,
         assets,
         {
-            "platform": sorted({s.platform for s in scenes}),
+            "platform": sorted({str(i.common_metadata.platform) for i in items}),
             "constellation": ["sentinel-2"],
             "instruments": ["msi"],
             "gsd": [10.0],
@@ -339,7 +367,9 @@ def _collection(
     return collection
 
 
-def _boundary(spec: SampleSpec, labels: np.ndarray) -> dict[str, Any]:
+def boundary(
+    spec: SampleSpec, labels: np.ndarray, name: str = "statemap sample region"
+) -> dict[str, Any]:
     """The mapped area, traced on pixel edges so it agrees with labels.tif exactly."""
     mapped = labels != NODATA_CLASS
     polygons = [
@@ -364,7 +394,7 @@ def _boundary(spec: SampleSpec, labels: np.ndarray) -> dict[str, Any]:
             {
                 "type": "Feature",
                 "properties": {
-                    "name": "statemap sample region",
+                    "name": name,
                     "seed": spec.seed,
                     "crs": spec.crs,
                     "area_m2": area,
@@ -384,6 +414,7 @@ def _oriented(ring: list[tuple[float, float]], *, hole: bool) -> list[list[float
     return xy.tolist()
 
 
-def _rgba(color: str) -> tuple[int, int, int, int]:
+def rgba(color: str) -> tuple[int, int, int, int]:
+    """'#rrggbb' as the opaque RGBA a GeoTIFF colour table holds."""
     r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
     return (r, g, b, 255)

@@ -294,18 +294,32 @@ def _swir16(t10: np.ndarray) -> np.ndarray:
 
 def _cloud_density(rng: np.random.Generator, shape: tuple[int, int], plan: _Plan) -> np.ndarray:
     """Lumpy cloud blobs, density in [0, 1]; 0 where there is no cloud."""
+    return cloud_blobs(rng, shape, plan.clouds, cols=plan.cloud_cols)
+
+
+def cloud_blobs(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    blobs: int,
+    *,
+    rows: tuple[float, float] = (0.15, 0.85),
+    cols: tuple[float, float] = (0.1, 0.9),
+    radius: tuple[float, float] = (0.05, 0.09),
+) -> np.ndarray:
+    """``blobs`` lumpy clouds, density in [0, 1] (0: no cloud); centres within
+    ``rows``/``cols`` and radii within ``radius``, fractions of the scene."""
     h, w = shape
     density = np.zeros(shape, dtype=np.float32)
-    if plan.clouds == 0:
+    if blobs == 0:
         return density
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     lumps = ndimage.gaussian_filter(rng.standard_normal(shape), 2.0)
     lumps = (lumps / (lumps.std() + 1e-12)).astype(np.float32)
     size = min(h, w)
-    for _ in range(plan.clouds):
-        cy = rng.uniform(0.15, 0.85) * h
-        cx = rng.uniform(*plan.cloud_cols) * w
-        radius = rng.uniform(0.05, 0.09) * size + 2.0
-        dist = np.hypot((yy - cy) / radius, (xx - cx) / (radius * rng.uniform(0.7, 1.4)))
+    for _ in range(blobs):
+        cy = rng.uniform(*rows) * h
+        cx = rng.uniform(*cols) * w
+        r = rng.uniform(*radius) * size + 2.0
+        dist = np.hypot((yy - cy) / r, (xx - cx) / (r * rng.uniform(0.7, 1.4)))
         density = np.maximum(density, np.clip(1.0 - dist + 0.15 * lumps, 0.0, 1.0))
     return density

@@ -105,10 +105,10 @@ def _reflectance(
         inside = stand == s
         crown[inside] = _rows(xx[inside], yy[inside], ROW_ANGLES[cls] + jitter, phase)
     # Missing and small trees: the same isotropic thinning in both row classes.
-    crown *= np.clip(1.3 + 0.6 * _smooth_noise(rng, (h, w), 1.5), 0.0, 1.0)
+    crown *= np.clip(1.3 + 0.6 * smooth_noise(rng, (h, w), 1.5), 0.0, 1.0)
     trees = np.isin(stand_class[stand], list(ROW_ANGLES))
     # Fields vary slowly in brightness.
-    field = _OPEN[:, None, None] * (1.0 + 0.08 * _smooth_noise(rng, (h, w), 10.0))[None]
+    field = _OPEN[:, None, None] * (1.0 + 0.08 * smooth_noise(rng, (h, w), 10.0))[None]
     rows = _GAP[:, None, None] + crown[None] * (_CROWN - _GAP)[:, None, None]
     out = np.where(trees[None], rows, field).astype(np.float32)
     out += 0.012 * rng.standard_normal(out.shape, dtype=np.float32)
@@ -127,7 +127,7 @@ def _rows(x: np.ndarray, y: np.ndarray, bearing: float, phase: float) -> np.ndar
     return np.clip(0.5 + (wave - edge) * ROW_PERIOD_PX / (2 * np.pi), 0.0, 1.0)
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Gaussian-smoothed noise rescaled to unit standard deviation."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
     return field / (field.std() + 1e-12)

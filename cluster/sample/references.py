@@ -29,11 +29,18 @@ from rasterio.warp import reproject, transform, transform_bounds, transform_geom
 from scipy import ndimage
 
 from cluster.errors import ClusterError
-from cluster.sample.catalog import SampleRegion, _rgba, write_cog
+from cluster.sample.catalog import SampleRegion, write_labels
 from cluster.sample.imagery import Raster
-from cluster.sample.scene import CLASS_COLORS, CLASS_NAMES, NODATA_CLASS, SampleSpec
+from cluster.sample.scene import CLASS_NAMES, NODATA_CLASS, SampleSpec
 
-__all__ = ["POINT_COUNT", "RASTER_CRS", "RASTER_RESOLUTION", "References", "write_references"]
+__all__ = [
+    "POINT_COUNT",
+    "RASTER_CRS",
+    "RASTER_RESOLUTION",
+    "References",
+    "write_references",
+    "write_stands",
+]
 
 POINT_COUNT = 300
 POINT_MARGIN_PX = 3  # points keep this far from any other class or nodata
@@ -71,21 +78,29 @@ def write_references(region: SampleRegion, spec: SampleSpec, out: Path | None = 
         points=root / "points.geojson",
         raster=root / f"labels_{RASTER_CRS.replace(':', '').lower()}_20m.tif",
     )
-    _write_stands(refs.stands, labels, spec)
+    write_stands(refs.stands, labels, spec)
     refs.points.write_text(json.dumps(_points(labels, spec), indent=1) + "\n")
     _write_raster(refs.raster, labels, spec)
     return refs
 
 
-def _write_stands(path: Path, labels: np.ndarray, spec: SampleSpec) -> None:
-    """Stands traced on pixel edges, so rasterised back at 10 m they are labels.tif again."""
+def write_stands(
+    path: Path,
+    labels: np.ndarray,
+    spec: SampleSpec,
+    class_names: tuple[str, ...] = CLASS_NAMES,
+) -> None:
+    """Stands traced on pixel edges, so rasterised back at 10 m they are labels.tif again.
+
+    ``labels`` is on ``spec``'s grid; attribute "species" is ``class_names[class]``.
+    """
     shapes = features.shapes(
         labels, mask=labels != NODATA_CLASS, connectivity=4, transform=spec.transform
     )
     geoms, species = [], []
     for geom, value in shapes:
         geoms.append(shapely.geometry.shape(transform_geom(spec.crs, "EPSG:4326", geom)))
-        species.append(CLASS_NAMES[int(value)])
+        species.append(class_names[int(value)])
     path.unlink(missing_ok=True)
     before = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
     pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": _GPKG_DATE})
@@ -155,12 +170,4 @@ def _write_raster(path: Path, labels: np.ndarray, spec: SampleSpec) -> None:
         dst_nodata=NODATA_CLASS,
         resampling=Resampling.nearest,
     )
-    write_cog(
-        path,
-        Raster(coarse[None], dst_transform, RASTER_CRS, NODATA_CLASS),
-        resampling="mode",
-        descriptions=("class",),
-        colormap={i: _rgba(c) for i, c in enumerate(CLASS_COLORS)},
-        tags={"CLASS_NAMES": json.dumps(CLASS_NAMES), "CLASS_COLORS": json.dumps(CLASS_COLORS)},
-        band_tags={f"CLASS_{i}": name for i, name in enumerate(CLASS_NAMES)},
-    )
+    write_labels(path, Raster(coarse[None], dst_transform, RASTER_CRS, NODATA_CLASS))

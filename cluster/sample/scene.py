@@ -74,29 +74,30 @@ def synthesize(spec: SampleSpec) -> Scene:
     if spec.width < 32 or spec.height < 32:
         raise ClusterError(f"sample region {spec.width}x{spec.height} px is too small: use >= 32")
     rng = np.random.default_rng(spec.seed)
-    classes = _stands(spec, rng)
+    classes = stands(spec, rng, _CLASS_SHARE)
     reflectance = _reflectance(classes, rng)
     labels = classes.astype(np.uint8)
 
     # An unmapped corner: no label and no input, as at a state border.
-    unmapped = _unmapped_corner(spec.height, spec.width)
+    unmapped = unmapped_corner(spec.height, spec.width)
     labels[unmapped] = NODATA_CLASS
     reflectance[:, unmapped] = np.nan
     return Scene(spec=spec, labels=labels, reflectance=reflectance)
 
 
-def _stands(spec: SampleSpec, rng: np.random.Generator) -> np.ndarray:
-    """Voronoi stands with wavy borders, each of one class."""
+def stands(spec: SampleSpec, rng: np.random.Generator, share: np.ndarray) -> np.ndarray:
+    """Voronoi stands with wavy borders, each of one class (drawn with ``share``)."""
     h, w = spec.height, spec.width
-    n = max(4, round(h * w / spec.stand_px**2))
+    k = len(share)
+    n = max(k, round(h * w / spec.stand_px**2))
     seeds = rng.uniform((0, 0), (h, w), size=(n, 2))
-    stand_class = rng.choice(len(CLASS_NAMES), size=n, p=_CLASS_SHARE)
+    stand_class = rng.choice(k, size=n, p=share)
     # Every class appears at least once, whatever the region size.
-    stand_class[: len(CLASS_NAMES)] = rng.permutation(len(CLASS_NAMES))
+    stand_class[:k] = rng.permutation(k)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     amp = spec.stand_px * 0.15
-    yy += amp * _smooth_noise(rng, (h, w), spec.stand_px / 6)
-    xx += amp * _smooth_noise(rng, (h, w), spec.stand_px / 6)
+    yy += amp * smooth_noise(rng, (h, w), spec.stand_px / 6)
+    xx += amp * smooth_noise(rng, (h, w), spec.stand_px / 6)
     _, nearest = cKDTree(seeds).query(np.column_stack([yy.ravel(), xx.ravel()]))
     return stand_class[nearest].reshape(h, w)
 
@@ -106,7 +107,7 @@ def _reflectance(classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = np.empty((len(BANDS), h, w), dtype=np.float32)
     out[:] = np.where(classes == 0, _WATER[:, None, None], _OPEN[:, None, None])
     # Fields vary slowly in brightness; lakes a little.
-    out *= 1.0 + 0.08 * _smooth_noise(rng, (h, w), 12.0)[None]
+    out *= 1.0 + 0.08 * smooth_noise(rng, (h, w), 12.0)[None]
     for cls, sigma in _CROWN_SIGMA.items():
         field = ndimage.gaussian_filter(rng.standard_normal((h, w)), sigma)
         forest = classes == cls
@@ -122,13 +123,13 @@ def _reflectance(classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Gaussian-smoothed noise rescaled to unit standard deviation."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
     return (field / (field.std() + 1e-12)).astype(np.float32)
 
 
-def _unmapped_corner(h: int, w: int) -> np.ndarray:
+def unmapped_corner(h: int, w: int) -> np.ndarray:
     """A triangle in the south-west corner, an eighth of the shorter side deep."""
     yy, xx = np.mgrid[0:h, 0:w]
     depth = min(h, w) // 8

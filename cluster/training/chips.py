@@ -27,9 +27,11 @@ import shapely
 from tqdm import tqdm
 
 from cluster.errors import ClusterError
-from cluster.imagery.catalog import COMPOSITING, MOSAIC, Catalog
+from cluster.imagery.catalog import MOSAIC, Catalog
+from cluster.imagery.composite import Stack, read_stack
 from cluster.imagery.providers import NO_OVERRIDES, Overrides
-from cluster.imagery.reader import AssetReadError, read_window
+from cluster.imagery.reader import AssetReadError
+from cluster.imagery.temporal import TimeRecipe, run_year
 from cluster.predict.driver import connect_ray
 from cluster.storage.gdalenv import configure_gdal
 from cluster.tiles.grid import Grid
@@ -58,6 +60,11 @@ class ChipSpec:
     max_cloud_cover: float | None = None
     overrides: Overrides = NO_OVERRIDES
     units: str = "reflectance"
+    time: TimeRecipe = TimeRecipe()  # noqa: RUF009 (frozen) compositing, sub-periods
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(self.time.channels(self.bands))
 
     def input_recipe(self) -> dict[str, object]:
         """How imagery becomes model input; the checkpoint records it and a run
@@ -68,7 +75,8 @@ class ChipSpec:
             "period": [self.start, self.end],
             "max_cloud_cover": self.max_cloud_cover,
             "mosaic": MOSAIC,
-            "compositing": COMPOSITING,
+            "compositing": self.time.compositing,
+            "time": self.time.to_dict(),
             "units": self.units,
             "overrides": asdict(self.overrides),
             "bands": list(self.bands),
@@ -141,12 +149,15 @@ class ChipMaker:
         bounds, shape = grid.tile_bounds(tile, halo=True), grid.tile_shape(halo=True)
         items = self.catalog.items_for(bounds)
         sources = np.empty(shape, dtype=np.int16)
+        spec = self.spec
         try:
-            image = read_window(items, bounds, shape, grid.crs, n_bands=len(self.spec.bands),
-                                sources=sources)  # fmt: skip
+            stack = read_stack(items, bounds, shape, grid.crs, spec.time,
+                               run_year(spec.start, spec.end), n_bands=len(spec.bands),
+                               sources=sources)  # fmt: skip
         except AssetReadError as exc:
             return ChipResult(index, False, error=f"chip {index} ({tile.id}): {exc}")
-        problem = self._units_problem(image, sources, items)
+        image = stack.data
+        problem = self._units_problem(stack, sources)
         if problem:
             return ChipResult(index, False, error=f"chip {index} ({tile.id}): {problem}",
                               fatal=True)  # fmt: skip
@@ -158,10 +169,12 @@ class ChipMaker:
         counts = np.bincount(core[core != NODATA], minlength=len(self.spec.class_names))
         return ChipResult(index, True, tuple(int(c) for c in counts))
 
-    def _units_problem(self, image: np.ndarray, sources: np.ndarray, items: list) -> str:
-        """Reflectance expected but DN read: name the band and the item."""
+    def _units_problem(self, stack: Stack, sources: np.ndarray) -> str:
+        """Reflectance expected but DN read: name the band and the item (the one giving
+        most of the pixels of a mosaic, the first of a composite)."""
         if self.spec.units != "reflectance":
             return ""
+        image = stack.data
         valid = np.isfinite(image).all(axis=0)
         if valid.sum() < 16:
             return ""
@@ -169,7 +182,10 @@ class ChipMaker:
         worst = int(np.argmax(medians))
         if medians[worst] <= _MAX_REFLECTANCE:
             return ""
-        item = items[int(np.bincount(sources[valid]).argmax())]
+        layer, worst = divmod(worst, len(self.spec.bands))
+        items = stack.layer_items[layer]
+        mosaicked = sources[valid][sources[valid] >= 0]
+        item = items[int(np.bincount(mosaicked).argmax())] if mosaicked.size else items[0]
         band = item.bands[worst]
         return (
             f"band {self.spec.bands[worst]} of item {item.id} (collection {item.collection}, "
@@ -205,7 +221,7 @@ def build_chips(
             f"({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}) in {spec.grid.crs}. Drop the labels "
             "outside the catalog's coverage, or widen the period, collections or cloud limit"
         )
-    store = ChipStore.create_or_open(uri, spec.recipe(), spec.grid, spec.bands,
+    store = ChipStore.create_or_open(uri, spec.recipe(), spec.grid, spec.channels,
                                      spec.class_names, cells)  # fmt: skip
     done = store.done()
     summary = ChipSummary(store=uri, chips=len(store), skipped=int(done.sum()))

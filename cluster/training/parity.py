@@ -23,10 +23,13 @@ from unet.metrics import NO_CLASS, Scores, score_map
 __all__ = ["map_scores"]
 
 
-def map_scores(run_store: str, model_dir: str | Path) -> tuple[Scores, float]:
+def map_scores(
+    run_store: str, model_dir: str | Path, within: np.ndarray | None = None
+) -> tuple[Scores, float]:
     """Scores of the map in ``run_store`` on the test chips recorded in
     ``model_dir/metrics.json`` by catalog training (with a "(no class)" column for
-    nodata), and the mIoU over the model's classes."""
+    nodata), and the mIoU over the model's classes. ``within`` (bool, the map's
+    shape) narrows them to an area, e.g. where a scene is hazy."""
     metrics_path = Path(model_dir) / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
     if "test_chips" not in metrics:
@@ -56,6 +59,8 @@ def map_scores(run_store: str, model_dir: str | Path) -> tuple[Scores, float]:
             raise ClusterError(f"map {run_store} does not cover test chip {index}: map the region")
         label = chips.label[index][g.halo : g.halo + g.tile_size, g.halo : g.halo + g.tile_size]
         pred = mapped[r : r + g.tile_size, c : c + g.tile_size]
+        if within is not None:
+            label = np.where(within[r : r + g.tile_size, c : c + g.tile_size], label, NODATA)
         confusion += score_map(label, pred, names, NODATA).confusion
     scores = Scores(confusion=confusion, class_names=(*names, NO_CLASS))
     return scores, scores.class_miou

@@ -117,7 +117,7 @@ def train_from_catalog(
     card = ModelCard(
         config=spec.model, bands=chips.bands, mean=tuple(map(float, mean)),
         std=tuple(map(float, std)), class_names=names, class_colors=spec.class_colors,
-        resolution=chips.grid.resolution, units=chips.units,
+        resolution=chips.grid.resolution, units=chips.units, periods=chips.time.names,
         extra={
             "recipe": chips.input_recipe(), "test": test.to_dict(), "heldout": test.to_dict(),
             "steps": fitted.steps, "train_seconds": fitted.seconds, "crs": chips.grid.crs,

@@ -146,3 +146,38 @@ def test_base_moves_every_relative_path_of_a_region_config(tmp_path):
     assert output_root(moved.output.stores, moved.root(path)) == "s3://shared/demo/runs/stores"
     unset = load_region_config(path, ["base=null"])
     assert unset.root(path) == str(tmp_path / "configs")
+
+
+YEAR_RUN = {
+    "catalog": "catalog.json",
+    "region": "region.geojson",
+    "checkpoint": "model.safetensors",
+    "store": "map.zarr",
+    "period": {"start": "2023-01-01", "end": "2023-12-31"},
+    "grid": {"crs": "EPSG:25832", "resolution": 10, "origin": [0, 0]},
+}
+
+
+@pytest.mark.parametrize(
+    ("time", "message"),
+    [
+        ({"compositing": "max"}, r"time\.compositing: Input should be 'first', 'median'"),
+        ({"percentile": 101}, r"time\.percentile: Input should be less than or equal to 100"),
+        ({"periods": [{"name": "a", "start": "02-30", "end": "03-31"}]}, r"'02-30' is not a date"),
+        ({"periods": [{"name": "a b", "start": "01-01", "end": "03-31"}]}, r"periods\.0\.name"),
+        ({"fill": "nearest"}, r"time\.fill: Input should be 'nodata' or 'neighbour'"),
+    ],
+)
+def test_time_section_is_checked_at_the_boundary(tmp_path, time, message):
+    path = tmp_path / "predict.yaml"
+    path.write_text(yaml.safe_dump(YEAR_RUN | {"time": time}))
+    with pytest.raises(ConfigError, match=message):
+        load_predict_config(path)
+
+
+def test_a_run_carries_only_the_time_settings_it_sets(tmp_path):
+    path = tmp_path / "predict.yaml"
+    path.write_text(yaml.safe_dump(YEAR_RUN | {"time": {"fill": "neighbour", "min_clear": 2}}))
+    assert load_predict_config(path).setup.time == (("min_clear", 2), ("fill", "neighbour"))
+    path.write_text(yaml.safe_dump(YEAR_RUN))
+    assert load_predict_config(path).setup.time == ()

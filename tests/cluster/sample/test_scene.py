@@ -34,7 +34,7 @@ def test_every_class_present(seed):
     assert set(np.unique(labels)) == {*range(len(CLASS_NAMES)), NODATA_CLASS}
 
 
-def test_unmapped_corner_is_nodata_in_labels_and_reflectance(scene):
+def testunmapped_corner_is_nodata_in_labels_and_reflectance(scene):
     unmapped = scene.labels == NODATA_CLASS
     assert unmapped[-1, 0]  # south-west corner
     assert not unmapped[0, 0] and not unmapped[-1, -1] and not unmapped[0, -1]

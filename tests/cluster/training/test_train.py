@@ -79,7 +79,8 @@ def test_the_map_scores_on_the_test_blocks_what_training_reported(trained):
 def test_a_checkpoint_of_another_recipe_is_refused(trained, tmp_path):
     out, _, _ = trained
     model, card = load_checkpoint(out / "model" / "checkpoint.safetensors")
-    recipe = card.extra["recipe"] | {"compositing": "median"}
+    time = card.extra["recipe"]["time"] | {"compositing": "median"}
+    recipe = card.extra["recipe"] | {"compositing": "median", "time": time}
     other = dataclasses.replace(card, extra=card.extra | {"recipe": recipe})
     path = tmp_path / "median.safetensors"
     save_checkpoint(path, UNet(card.config), other)
@@ -89,6 +90,7 @@ def test_a_checkpoint_of_another_recipe_is_refused(trained, tmp_path):
         "store": str(tmp_path / "map.zarr"),
         "catalog": str(out / config["catalog"]),
         "region": str(out / config["region"]),
+        "time": {"compositing": "first"},  # a run follows its checkpoint, or is refused
     }
     (tmp_path / "predict.yaml").write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -104,7 +106,8 @@ def test_a_checkpoint_of_another_recipe_is_refused(trained, tmp_path):
     )
     assert refused.returncode == 2
     (line,) = [x for x in refused.stderr.splitlines() if x.startswith("statemap: error:")]
-    assert "compositing 'median'" in line and "this run makes them by 'first'" in line
+    assert "made by 'median of >= 1 clear observation(s)'" in line
+    assert "this run sets time.compositing = 'first'" in line
     assert not (tmp_path / "map.zarr").exists()
     del model
 

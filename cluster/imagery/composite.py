@@ -1,0 +1,170 @@
+"""Composites of all clear observations per pixel, and stacks of them over sub-periods.
+
+The run's tiles and the training chips both come through :func:`read_stack`,
+so a model is trained on pixels made exactly as it will be given them.
+
+A composite is streamed over items: each item's quality mask is read once
+(a bool per pixel), then band by band every item's values are gathered,
+reduced and dropped, so at most one band of all dates is held (40 dates of a
+576-px window: 53 MB, not the 530 MB of ten bands). An observation counts
+for a band where the item's mask is clear and that band has a value; a pixel
+with fewer than ``min_clear`` of them is nodata (NaN). Medians and
+percentiles interpolate linearly between order statistics, as numpy's
+``nanpercentile`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cluster.imagery.reader import read_band, read_clear, read_window, window
+from cluster.imagery.stacitem import ItemRef
+from cluster.imagery.temporal import TimeRecipe, items_within
+
+__all__ = ["Stack", "composite_window", "read_stack"]
+
+_NETWORK = 16  # up to this many dates a sorting network, above it numpy's sort
+
+Bounds = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A window's model input and how complete it is."""
+
+    data: np.ndarray  # float32 (bands x layers, h, w), layer-major; NaN: no input
+    layer_items: tuple[tuple[ItemRef, ...], ...]  # the items each layer was made from
+    gaps: np.ndarray  # bool (h, w): some layer had no clear value where another had one
+    filled: np.ndarray  # bool (h, w): of those, pixels filled from a neighbouring layer
+
+
+def composite_window(
+    items: Sequence[ItemRef],
+    bounds: Bounds,
+    shape: tuple[int, int],
+    crs: str,
+    recipe: TimeRecipe,
+    *,
+    n_bands: int | None = None,
+    resampling: str = "bilinear",
+    downsampling: str = "average",
+    sources: np.ndarray | None = None,
+) -> np.ndarray:
+    """float32 (n_bands, h, w) composite of ``items`` on the window, NaN where a pixel has
+    too few clear observations; ``first`` is :func:`read_window`'s mosaic (``sources`` as
+    there; composites set them to -1: no single item is the source)."""
+    if recipe.compositing == "first":
+        return read_window(items, bounds, shape, crs, resampling, downsampling=downsampling,
+                           n_bands=n_bands, sources=sources)  # fmt: skip
+    if sources is not None:
+        sources[...] = -1
+    target, methods, bands = window(items, bounds, shape, crs, resampling, downsampling, n_bands)
+    clear = [(item, mask) for item in items if (mask := read_clear(item, target)).any()]
+    out = np.empty((bands, *target.shape), dtype=np.float32)
+    for b in range(bands):
+        if recipe.compositing == "mean":
+            total = np.zeros(target.shape, dtype=np.float64)
+            count = np.zeros(target.shape, dtype=np.int32)
+            for item, mask in clear:
+                values = read_band(item, b, target, methods)
+                if values is not None:
+                    ok = mask & ~np.isnan(values)
+                    total += np.where(ok, values, 0.0)
+                    count += ok
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[b] = total / count
+        else:
+            stack = np.full((len(clear), *target.shape), np.nan, dtype=np.float32)
+            for layer, (item, mask) in zip(stack, clear, strict=True):
+                values = read_band(item, b, target, methods)
+                if values is not None:
+                    np.copyto(layer, values, where=mask)
+            q = 50.0 if recipe.compositing == "median" else recipe.percentile
+            out[b], count = _percentile(stack, q)
+            del stack
+        out[b][count < recipe.min_clear] = np.nan
+    return out
+
+
+def read_stack(
+    items: Sequence[ItemRef],
+    bounds: Bounds,
+    shape: tuple[int, int],
+    crs: str,
+    recipe: TimeRecipe,
+    year: int | None,
+    *,
+    n_bands: int,
+    sources: np.ndarray | None = None,
+) -> Stack:
+    """The recipe's layers of the window, stacked: one composite per sub-period of the
+    ``items`` acquired in it (``year`` places relative sub-periods). ``sources`` is
+    filled only for a single ``first`` layer, where each pixel has one item."""
+    layers, picked = [], []
+    single = len(recipe.windows(year)) == 1
+    for when in recipe.windows(year):
+        chosen = items_within(items, when)
+        picked.append(tuple(chosen))
+        layers.append(composite_window(chosen, bounds, shape, crs, recipe, n_bands=n_bands,
+                                       sources=sources if single else None))  # fmt: skip
+    if sources is not None and not single:
+        sources[...] = -1
+    missing = np.stack([np.isnan(layer).any(axis=0) for layer in layers])
+    gaps = missing.any(axis=0) & ~missing.all(axis=0)
+    filled = np.zeros_like(gaps)
+    if recipe.fill == "neighbour" and gaps.any():
+        originals = [layer.copy() for layer in layers]
+        for p, layer in enumerate(layers):
+            for q in _neighbours(p, len(layers)):
+                take = np.isnan(layer).any(axis=0) & ~missing[q]
+                if not take.any():
+                    continue
+                layer[:, take] = originals[q][:, take]
+                filled |= take
+    return Stack(np.concatenate(layers), tuple(picked), gaps, filled & gaps)
+
+
+def _neighbours(p: int, n: int) -> list[int]:
+    """Other layers by distance from ``p``, the earlier first on a tie."""
+    return sorted((q for q in range(n) if q != p), key=lambda q: (abs(q - p), q))
+
+
+def _sort_network(stack: np.ndarray) -> None:
+    """Sort along axis 0 in place by odd-even transposition: n passes of element-wise
+    min/max over whole layers. For a few dates this beats ``ndarray.sort``, which sorts
+    every pixel's column on its own (4 dates of a 320-px tile: 1 ms against 7 ms)."""
+    low = np.empty_like(stack[0])
+    n = stack.shape[0]
+    for step in range(n):
+        for i in range(step % 2, n - 1, 2):
+            a, b = stack[i], stack[i + 1]
+            np.minimum(a, b, out=low)
+            np.maximum(a, b, out=b)
+            a[...] = low
+
+
+def _percentile(stack: np.ndarray, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel ``q``-th percentile over axis 0 ignoring NaN (linear between order
+    statistics), and the count of values; sorts ``stack`` in place (NaN sort last)."""
+    if stack.shape[0] == 0:
+        return np.full(stack.shape[1:], np.nan, dtype=np.float32), np.zeros(stack.shape[1:], int)
+    missing = np.isnan(stack)
+    count = stack.shape[0] - missing.sum(axis=0)
+    if stack.shape[0] <= _NETWORK:
+        stack[missing] = np.inf  # sorts last, as NaN does in np.sort
+        _sort_network(stack)
+    else:
+        stack.sort(axis=0)
+    pos = (q / 100.0) * np.maximum(count - 1, 0)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.minimum(lo + 1, np.maximum(count - 1, 0))
+    below = np.take_along_axis(stack, lo[None], axis=0)[0]
+    above = np.take_along_axis(stack, hi[None], axis=0)[0]
+    frac = (pos - lo).astype(np.float32)
+    with np.errstate(invalid="ignore"):  # inf - inf where a pixel has no value: set below
+        out = below + (above - below) * frac
+    out[count == 0] = np.nan
+    return out.astype(np.float32), count

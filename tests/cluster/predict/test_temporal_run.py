@@ -1,0 +1,143 @@
+"""A three-season stack end to end: trained from the catalog, mapped, resumed
+byte-identical, and a sub-period the catalog cannot fill left nodata or filled."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pystac
+import pytest
+import yaml
+
+from cluster.errors import ClusterError
+from cluster.predict.actor import read_card
+from cluster.predict.driver import run_predict
+from cluster.predict.store import NODATA, TileStore
+from cluster.sample.scene import SampleSpec
+from cluster.training.parity import map_scores
+from cluster.training.train import train_from_catalog
+from jobs.config import load_predict_config
+from jobs.sample import write_phenology_sample
+from jobs.trainconfig import load_train_config
+
+pytestmark = pytest.mark.slow
+
+SPEC = SampleSpec(width=256, height=256, stand_px=64)
+
+
+class Interrupted(Exception):
+    """Raised from the run's result hook: the driver stops as a killed run would."""
+
+
+@pytest.fixture(scope="module")
+def stack_model(tmp_path_factory, local_ray) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("phenology")
+    (train_yaml, predict_yaml) = write_phenology_sample(out, SPEC, 900.0, 40)["stack"]
+    result = train_from_catalog(load_train_config(train_yaml), progress=False, log=lambda _: None)
+    assert result.steps == 40
+    return out, predict_yaml
+
+
+def _tree(store: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+def _config(predict_yaml: Path, folder: Path, **changes: object) -> Path:
+    doc = yaml.safe_load(predict_yaml.read_text())
+    root = predict_yaml.parent
+    for key in ("catalog", "region", "checkpoint"):
+        doc[key] = str(root / doc[key])
+    doc["grid"]["tile_size"] = 128  # 4 tiles
+    doc |= {"store": str(folder / "map.zarr"), **changes}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "predict.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_the_checkpoint_records_the_stack(stack_model):
+    out, _ = stack_model
+    card = read_card(str(out / "model-stack" / "checkpoint.safetensors"))
+    assert card.periods == ("spring", "summer", "autumn")
+    assert card.config.in_bands == 12 and len(card.mean) == 12
+    time = card.extra["recipe"]["time"]
+    assert time["compositing"] == "median"
+    assert [p["start"] for p in time["periods"]] == ["03-01", "06-01", "09-01"]
+
+
+def test_stack_map_matches_training_and_resumes_byte_identical(stack_model, tmp_path):
+    out, predict_yaml = stack_model
+    whole = load_predict_config(_config(predict_yaml, tmp_path / "whole", run={"batch_size": 2}))
+    summary = run_predict(whole, progress=False)
+    assert summary.done == 4 and not summary.failed and summary.gap_px == 0
+    _, map_miou = map_scores(summary.store, out / "model-stack")
+    metrics = yaml.safe_load((out / "model-stack" / "metrics.json").read_text())
+    assert abs(map_miou - metrics["unet"]["miou"]) <= 0.02  # one data path
+
+    cut_yaml = _config(predict_yaml, tmp_path / "cut", run={"batch_size": 1, "flush_seconds": 0})
+    seen = []
+
+    def stop_after_two(result: object) -> None:
+        seen.append(result)
+        if len(seen) == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_predict(load_predict_config(cut_yaml), progress=False, on_result=stop_after_two)
+    before = len(TileStore.open(str(tmp_path / "cut" / "map.zarr")).done_tiles())
+    assert 1 <= before < 4
+    resumed = run_predict(load_predict_config(cut_yaml), progress=False)
+    assert resumed.skipped == before and resumed.done == 4 - before
+    assert _tree(tmp_path / "cut" / "map.zarr") == _tree(tmp_path / "whole" / "map.zarr")
+
+
+def _without_autumn(out: Path, folder: Path) -> Path:
+    """The sample's catalog without its autumn scenes, written elsewhere (asset hrefs
+    made absolute, so they still point at the sample's files)."""
+    catalog = pystac.Catalog.from_file(str(out / "sample" / "catalog.json"))
+    catalog.make_all_asset_hrefs_absolute()
+    for collection in catalog.get_children():
+        for item in list(collection.get_items()):
+            if item.datetime is not None and item.datetime.month >= 9:
+                collection.remove_item(item.id)
+    catalog.normalize_hrefs(str(folder / "catalog"))
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return folder / "catalog" / "catalog.json"
+
+
+@pytest.mark.parametrize("fill", ["nodata", "neighbour"])
+def test_a_sub_period_without_scenes_is_nodata_or_filled_and_counted(stack_model, tmp_path, fill):
+    out, predict_yaml = stack_model
+    catalog = _without_autumn(out, tmp_path)
+    spec = load_predict_config(_config(predict_yaml, tmp_path / fill, catalog=str(catalog),
+                                       time={"fill": fill}))  # fmt: skip
+    summary = run_predict(spec, progress=False)
+    store = TileStore.open(summary.store)
+    classes = store.array("class")[:]
+    mapped = int((classes != NODATA).sum())
+    with_fill = load_predict_config(_config(predict_yaml, tmp_path / "ref", run={"batch_size": 2}))
+    region_px = int((TileStore.open(run_predict(with_fill, progress=False).store)
+                     .array("class")[:] != NODATA).sum())  # fmt: skip
+    if fill == "nodata":
+        assert mapped == 0 and summary.gap_px == region_px and summary.filled_px == 0
+    else:
+        assert mapped == region_px == summary.filled_px and summary.gap_px == 0
+    assert any("sub-period" in line for line in summary.lines())
+
+
+def test_a_run_restating_another_recipe_is_refused(stack_model, tmp_path):
+    _, predict_yaml = stack_model
+    spec = load_predict_config(_config(predict_yaml, tmp_path, time={"compositing": "mean"}))
+    with pytest.raises(ClusterError, match=r"time\.compositing = 'mean'"):
+        run_predict(spec, progress=False)
+    narrow = load_predict_config(
+        _config(
+            predict_yaml, tmp_path / "summer", period={"start": "2023-06-01", "end": "2023-08-31"}
+        )
+    )
+    with pytest.raises(ClusterError, match=r"sub-period 'spring'.*outside the period"):
+        run_predict(narrow, progress=False)
+    assert not (tmp_path / "map.zarr").exists() and not (tmp_path / "summer" / "map.zarr").exists()
+    assert dataclasses.is_dataclass(spec.setup) and spec.setup.time == (("compositing", "mean"),)
