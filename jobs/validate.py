@@ -50,7 +50,8 @@ def validate(path: Path, inputs: bool = False) -> list[str]:
                 checked = check_inputs(spec.setup)
                 lines.append(
                     f"  inputs fit: checkpoint bands {', '.join(checked.card.bands)}, "
-                    f"{checked.items} catalog item(s) over the region"
+                    f"{checked.items} catalog item(s) over the region; inputs made by "
+                    f"{checked.recipe.describe()}"
                 )
         return lines
     _load(PredictConfig, path)

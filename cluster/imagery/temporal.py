@@ -123,17 +123,6 @@ class TimeRecipe:
             return how
         return how + " over " + ", ".join(f"{p.name} {p.start}..{p.end}" for p in self.periods)
 
-    def same_inputs(self) -> dict[str, Any]:
-        """What makes input pixels differ: a checkpoint and a run must agree on it
-        (``fill`` is a run's choice for gaps, not part of how pixels are made)."""
-        doc = self.to_dict()
-        doc.pop("fill")
-        if self.compositing != "percentile":
-            doc.pop("percentile")
-        if self.compositing == "first":
-            doc.pop("min_clear")
-        return doc
-
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["periods"] = [asdict(p) for p in self.periods]

@@ -22,6 +22,7 @@ from ray.actor import ActorHandle
 from tqdm import tqdm
 
 from cluster.errors import ClusterError
+from cluster.imagery.temporal import TimeRecipe
 from cluster.predict.actor import (
     Predictor,
     PredictorSetup,
@@ -122,6 +123,7 @@ class Checked:
     layout: StoreLayout
     items: int
     warnings: tuple[str, ...] = ()  # input-check findings accepted by the config
+    recipe: TimeRecipe = TimeRecipe()  # noqa: RUF009 (frozen) inputs over time
 
 
 def check_inputs(setup: PredictorSetup) -> Checked:
@@ -146,6 +148,7 @@ def check_inputs(setup: PredictorSetup) -> Checked:
         layout=StoreLayout.for_bounds(grid, region.bounds),
         items=len(catalog),
         warnings=tuple(warnings),
+        recipe=recipe,
     )
 
 

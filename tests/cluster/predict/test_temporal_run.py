@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from cluster.errors import ClusterError
-from cluster.predict.actor import read_card
-from cluster.predict.driver import run_predict
+from cluster.predict.driver import check_inputs, run_predict
+from cluster.predict.setup import read_card
 from cluster.predict.store import NODATA, TileStore
 from cluster.sample.scene import SampleSpec
 from cluster.training.parity import map_scores
@@ -141,3 +141,13 @@ def test_a_run_restating_another_recipe_is_refused(stack_model, tmp_path):
         run_predict(narrow, progress=False)
     assert not (tmp_path / "map.zarr").exists() and not (tmp_path / "summer" / "map.zarr").exists()
     assert dataclasses.is_dataclass(spec.setup) and spec.setup.time == (("compositing", "mean"),)
+
+
+def test_the_run_is_checked_with_the_checkpoints_recipe(stack_model, tmp_path):
+    _, predict_yaml = stack_model
+    checked = check_inputs(load_predict_config(_config(predict_yaml, tmp_path)).setup)
+    assert checked.recipe.describe() == (
+        "median of >= 1 clear observation(s) over spring 03-01..05-31, "
+        "summer 06-01..08-31, autumn 09-01..11-30"
+    )
+    assert not (tmp_path / "map.zarr").exists()
