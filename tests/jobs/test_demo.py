@@ -49,6 +49,23 @@ def demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 
 
 @pytest.mark.slow
+def test_phenology_demo_maps_with_a_stack(tmp_path):
+    """``statemap demo --phenology``: the year's scenes, trained and mapped as a stack of
+    three seasons' medians, the map agreeing with what training reported."""
+    out = tmp_path / "out"
+    args = ["demo", "--phenology", "--size", "384", "--steps", "30", "--seconds", "1e6",
+            "--quiet", "--out", str(out)]  # fmt: skip
+    run = subprocess.run([str(BIN / "statemap"), *args], capture_output=True, text=True,
+                         timeout=900, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"4 tiles done, 0 skipped .* 0 failed", run.stdout)
+    assert re.search(r"parity_delta=0\.0[01]\d\d", run.stdout)
+    metrics = json.loads((out / "model-stack" / "metrics.json").read_text())
+    assert metrics["steps"] == 30
+    assert (out / "maps" / "collection.json").is_file()
+
+
+@pytest.mark.slow
 def test_demo_runs_end_to_end(demo):
     """The whole chain, into the default ``demo-out`` of the folder it runs in."""
     clone, run = demo
