@@ -32,8 +32,8 @@ import rasterio
 from cluster.imagery.catalog import Catalog
 from cluster.imagery.composite import read_stack
 from cluster.imagery.temporal import run_year
-from cluster.predict.actor import read_card, time_recipe
 from cluster.predict.driver import RunSpec, run_predict
+from cluster.predict.setup import read_card, time_recipe
 from cluster.predict.store import TileStore
 from cluster.sample.scene import SampleSpec
 from cluster.tiles.grid import iter_tiles

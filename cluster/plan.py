@@ -45,7 +45,7 @@ from cluster.errors import ClusterError
 from cluster.imagery.catalog import CHUNK, Selection
 from cluster.imagery.providers import band_assets
 from cluster.imagery.stacitem import RawItem, collection_paused, geometry_json, project
-from cluster.predict.actor import PredictorSetup, check_card, read_card
+from cluster.predict.setup import PredictorSetup, check_card, read_card
 from cluster.tiles.grid import count_tiles
 from cluster.tiles.region import Region, load_region
 

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cluster.errors import ClusterError
 from cluster.imagery.providers import BandOverride, CollectionOverrides, MaskOverride, Overrides
 from cluster.imagery.temporal import SubPeriod, TimeRecipe, TimeSettings
-from cluster.predict.actor import PredictorSetup
 from cluster.predict.driver import RunSpec
+from cluster.predict.setup import PredictorSetup
 from cluster.storage import objstore
 from cluster.storage.gdalenv import bucket_var
 from cluster.tiles.grid import Grid

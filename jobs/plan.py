@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from cluster.plan import plan_run
-from cluster.predict.actor import checkpoint_bytes
+from cluster.predict.setup import checkpoint_bytes
 from jobs.config import load_region_config
 from jobs.period import Period
 from unet.checkpoint import parse_checkpoint

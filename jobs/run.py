@@ -23,8 +23,8 @@ from types import FrameType
 
 import yaml
 
-from cluster.predict.actor import checkpoint_bytes
 from cluster.predict.driver import VERSION, RunSpec, run_predict
+from cluster.predict.setup import checkpoint_bytes
 from cluster.storage import objstore
 from cluster.storage.gdalenv import configure_gdal
 from jobs.compile import RunLinks, compile_to

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
@@ -23,8 +22,11 @@ from tqdm import tqdm
 
 from cluster.errors import ClusterError
 from cluster.imagery.temporal import TimeRecipe
-from cluster.predict.actor import (
-    Predictor,
+from cluster.predict.actor import Predictor
+from cluster.predict.fleet import Fleet
+from cluster.predict.inputcheck import InputCheckError, precheck
+from cluster.predict.readers import COLUMN_RUN, TILE_WORKER_ENV
+from cluster.predict.setup import (
     PredictorSetup,
     TileResult,
     check_card,
@@ -32,7 +34,6 @@ from cluster.predict.actor import (
     open_catalog,
     time_recipe,
 )
-from cluster.predict.inputcheck import InputCheckError, precheck
 from cluster.predict.store import RunAttrs, StoreLayout, TileStore
 from cluster.storage.gdalenv import configure_gdal
 from cluster.tiles.grid import Tile, count_tiles, iter_tiles
@@ -50,7 +51,11 @@ class RunSpec:
     setup: PredictorSetup
     run_id: str = ""  # derived from the inputs when empty
     actors: int = 0  # 0: one per GPU, else one CPU actor per node's worth of CPUs
-    in_flight: int = 3  # batches queued per actor, so it never waits for the driver
+    in_flight: int = 3  # batches queued per actor at least, so it never waits for the driver
+    read_ahead_mb: int = 2048  # per actor: the most its queued batches' inputs may take
+    # Reader processes per actor; None: one per CPU beside a GPU actor, none beside a
+    # CPU actor (its model takes every core; reading in turn costs it least).
+    readers: int | None = None
     flush_s: float = 5.0  # how often the done record is rewritten while running
     # Per actor: one that dies (its node lost, its process killed) is replaced this
     # often, its tiles in flight handed on; once more and the run stops, keeping them.
@@ -169,6 +174,9 @@ def connect_ray() -> None:
     agents take a tenth of a 2-core machine)."""
     if ray.is_initialized():
         return
+    if os.environ.get("RAY_ADDRESS") == "local":  # a fresh instance asked for by name
+        ray.init(include_dashboard=False, log_to_driver=False)
+        return
     try:
         ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=False)
     except ConnectionError:
@@ -177,129 +185,38 @@ def connect_ray() -> None:
         ray.init(include_dashboard=False, log_to_driver=False)
 
 
-def _concurrency(options: dict[str, float], spec: RunSpec) -> int:
-    """Threads per actor. On a GPU, reading and writing the next and last
-    batches overlap the model. On the CPU they would share the model's cores
-    and oversubscribe torch's thread pool (measured on 2 cores: 2.19 tiles/s
-    one batch at a time, 2.0 with three threads), so batches queue instead."""
-    return spec.in_flight if options["num_gpus"] else 1
+def _depth(spec: RunSpec, readers: int, tile_bytes: int) -> int:
+    """Batches queued per actor: at least ``spec.in_flight``, and enough that every
+    reader has a run of its columns in hand while a batch is on the model (see
+    ``ReaderPool``), but no more than the memory budget holds (each queued batch's
+    inputs wait in the object store)."""
+    batch = spec.setup.batch_size
+    wanted = max(spec.in_flight, -(-2 * COLUMN_RUN * readers // batch) + 1)
+    return max(2, min(wanted, spec.read_ahead_mb * 2**20 // (batch * tile_bytes)))
+
+
+def _cpus_per_gpu() -> int:
+    """CPUs that belong to each GPU: a GPU node's CPUs over its GPUs, the fewest of
+    any GPU node (so every node fits an actor per GPU); 1 until a GPU node exists."""
+    shares = [
+        int(node["Resources"].get("CPU", 0) // node["Resources"]["GPU"])
+        for node in ray.nodes()
+        if node["Alive"] and node["Resources"].get("GPU")
+    ]
+    return max(min(shares, default=1), 1)
 
 
 def _actor_options(actors: int, device: str = "auto") -> tuple[int, dict[str, float]]:
-    """One actor per GPU. ``device="cuda"`` asks for GPU actors even when the
-    cluster has none yet: an autoscaling GPU worker group starts at zero and
-    grows to what the actors ask for."""
+    """One actor per GPU, holding its share of the node's CPUs for its readers.
+    ``device="cuda"`` asks for GPU actors even when the cluster has none yet: an
+    autoscaling GPU worker group starts at zero and grows to what the actors ask for."""
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if gpus or device == "cuda":
-        return actors or max(gpus, 1), {"num_gpus": 1, "num_cpus": 1}
+        return actors or max(gpus, 1), {"num_gpus": 1, "num_cpus": _cpus_per_gpu()}
     cpus = max(int(resources.get("CPU", 1)), 1)
     n = actors or 1
     return n, {"num_gpus": 0, "num_cpus": max(cpus // n, 1)}
-
-
-class _Fleet:
-    """The run's actors, each fed ``depth`` batches at a time.
-
-    An actor that dies (its node lost, its process killed) has written none of
-    its unreported tiles as far as the done record knows, so its batches go
-    back in the queue for whichever actor is free next (a rewritten tile is
-    byte-identical), and its slot gets a new actor, which Ray places on a node
-    with free resources, up to ``limit`` times; once more, the fleet closes and
-    ``gave_up`` says why. Batches go only to actors that have started, so a
-    replacement with nowhere to go holds no tiles back: the run ends on the
-    actors left (or, with none left, waits for a node to join).
-    """
-
-    def __init__(
-        self,
-        start: Callable[[], ActorHandle],
-        actors: list[ActorHandle],
-        batches: Iterator[list[str]],
-        depth: int,
-        limit: int,
-    ) -> None:
-        self.start, self.actors, self.batches = start, actors, batches
-        self.depth, self.limit = depth, limit
-        self.queue: deque[list[str]] = deque()  # batches given back, sent before new ones
-        self.in_flight: dict[ray.ObjectRef, tuple[int, ActorHandle, list[str]]] = {}
-        self.load = [0] * len(actors)  # batches in flight on each slot's current actor
-        self.live = set(range(len(actors)))  # slots whose actor has started
-        self.starting: dict[ray.ObjectRef, int] = {}  # a replacement's first call -> slot
-        self.replaced = [0] * len(actors)
-        self.lost: list[str] = []  # actors that died and were replaced, and why
-        self.gave_up = ""  # why the run stops: an actor died once more than the limit
-        self.closed = False  # send no more batches
-
-    def work_left(self) -> bool:
-        """Whether a batch is left to send (taking the next from the tile list into
-        the queue: the list is lazy, its end known only by reaching it)."""
-        if not self.queue:
-            batch = next(self.batches, None)
-            if batch is None:
-                return False
-            self.queue.append(batch)
-        return True
-
-    def busy(self) -> bool:
-        """Anything to wait for: batches in flight, or replacements starting while
-        tiles are left for them."""
-        return bool(self.in_flight) or (
-            bool(self.starting) and not self.closed and self.work_left()
-        )
-
-    def top_up(self) -> None:
-        for slot in sorted(self.live):
-            actor = self.actors[slot]
-            while self.load[slot] < self.depth and not self.closed and self.work_left():
-                batch = self.queue.popleft()
-                self.in_flight[actor.predict.remote(batch)] = (slot, actor, batch)
-                self.load[slot] += 1
-
-    def wait(self) -> list[TileResult]:
-        """The next batch's results; none when the news was an actor starting or dying."""
-        ready, _ = ray.wait([*self.in_flight, *self.starting], num_returns=1)
-        ref, results = ready[0], []
-        if ref in self.starting:
-            slot = self.starting.pop(ref)
-            try:
-                ray.get(ref)
-                self.live.add(slot)
-            except ray.exceptions.RayActorError as exc:
-                self._lose(slot, exc)
-        else:
-            slot, actor, batch = self.in_flight.pop(ref)
-            current = slot in self.live and actor is self.actors[slot]  # not a dead one's
-            if current:
-                self.load[slot] -= 1
-            try:
-                results = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:
-                self.queue.append(batch)
-                if current:  # the first news of its death; its other batches follow
-                    held = [b for _, a, b in self.in_flight.values() if a is actor]
-                    self._lose(slot, exc, held=sum(map(len, [batch, *held])))
-            except ray.exceptions.RayError as exc:
-                results = [
-                    TileResult(t, False, f"tile {t}: {type(exc).__name__}: {exc}") for t in batch
-                ]
-        self.top_up()
-        return results
-
-    def _lose(self, slot: int, exc: ray.exceptions.RayActorError, held: int = 0) -> None:
-        ray.kill(self.actors[slot])  # if merely unreachable, it must not write on
-        self.live.discard(slot)
-        self.load[slot] = 0
-        error = " ".join(str(exc).split())
-        why = f"actor {slot} died holding {held} tiles ({type(exc).__name__}: {error})"
-        if self.replaced[slot] >= self.limit:
-            self.gave_up = f"{why}, after {self.replaced[slot]} replacements (the limit)"
-            self.closed = True
-            return
-        self.replaced[slot] += 1
-        self.lost.append(why)
-        self.actors[slot] = self.start()
-        self.starting[self.actors[slot].pid.remote()] = slot
 
 
 def run_predict(
@@ -332,15 +249,25 @@ def run_predict(
 
     connect_ray()
     n_actors, options = _actor_options(spec.actors, setup.device)
-    # Ray restarts nothing: the driver replaces a dead actor itself (see _Fleet), so
+    # Ray restarts nothing: the driver replaces a dead actor itself (see Fleet), so
     # it can count, hand the dead one's tiles to any actor free, and say why it stops.
     actor_cls = ray.remote(max_restarts=0, max_task_retries=0)(Predictor)
-    threads = int(options["num_cpus"]) if not options["num_gpus"] else 0
-    actor_setup = replace(setup, threads=threads)
+    cpus, gpu = int(options["num_cpus"]), bool(options["num_gpus"])
+    readers = spec.readers if spec.readers is not None else (cpus if gpu else 0)
+    actor_setup = replace(setup, threads=0 if gpu else cpus, readers=readers)
+    channels = checked.card.config.in_bands
+    tile_bytes = 4 * channels * (setup.grid.tile_size + 2 * setup.grid.halo) ** 2
+    depth = _depth(spec, readers, tile_bytes)
+    # Threads per actor: with readers, each batch's call waits on them while another
+    # is on the model; reading itself on the CPU, one batch at a time (threads
+    # reading beside torch's would stall its thread pool).
+    concurrency = depth if readers else 1
+    actor_setup = replace(actor_setup, queued=concurrency)
 
     def start_actor() -> ActorHandle:
-        concurrency = _concurrency(options, spec)
-        return actor_cls.options(max_concurrency=concurrency, **options).remote(actor_setup)
+        return actor_cls.options(
+            max_concurrency=concurrency, runtime_env=TILE_WORKER_ENV, **options
+        ).remote(actor_setup)
 
     actors = [start_actor() for _ in range(n_actors)]
     try:  # loaded: time the tiles, not start-up
@@ -350,7 +277,7 @@ def run_predict(
     total = count_tiles(setup.grid, region)  # cheap: counted row by row, never listed
     bar = tqdm(desc="predict", unit="tile", total=total, initial=len(done), disable=not progress)
     batches = _batches(pending(), setup.batch_size)
-    fleet = _Fleet(start_actor, actors, batches, spec.in_flight, spec.actor_replacements)
+    fleet = Fleet(start_actor, actors, batches, depth, spec.actor_replacements)
     newly_done: list[Tile] = []
     start = last_flush = time.perf_counter()
 
@@ -381,6 +308,8 @@ def run_predict(
         if newly_done:  # before any error below: the tiles written are kept
             store.mark_done(newly_done)
         bar.close()
+        closing = [actor.close.remote() for actor in fleet.actors]
+        ray.wait(closing, num_returns=len(closing), timeout=10)  # a dead one never answers
         for actor in fleet.actors:
             ray.kill(actor)
     summary.lost = fleet.lost

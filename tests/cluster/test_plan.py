@@ -14,7 +14,7 @@ from rasterio.warp import transform_geom
 from cluster.errors import ClusterError
 from cluster.imagery.catalog import Catalog
 from cluster.plan import OUTPUT_BYTES_PER_PIXEL, plan_run
-from cluster.predict.actor import PredictorSetup
+from cluster.predict.setup import PredictorSetup
 from cluster.sample.catalog import write_region
 from cluster.sample.country import FootprintSpec, footprint_items, write_items
 from cluster.sample.scene import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec

@@ -31,8 +31,8 @@ import torch
 from ray._raylet import AuthenticationMode, get_authentication_mode
 
 from cluster.errors import ClusterError
-from cluster.predict.actor import TileResult
 from cluster.predict.driver import RunSpec, run_predict
+from cluster.predict.setup import TileResult
 from cluster.predict.store import TileStore
 from cluster.sample.catalog import SampleRegion, write_region
 from cluster.sample.scene import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
