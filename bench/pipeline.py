@@ -1,7 +1,8 @@
 """Model-only against end-to-end prediction throughput, same device and settings.
 
 Model-only: haloed tiles already read and normalised in memory, through the
-predictor's own inference step (batch, U-Net, softmax, crop). End-to-end:
+predictor's own inference step (batch, U-Net, softmax, crop), in an actor
+made as the run's are (its CPUs, threads and worker environment). End-to-end:
 catalog -> readers (read/warp/mosaic, check, normalise) -> Ray actor -> Zarr,
 over the generated region, timed from the first tile sent to the last one
 recorded (Ray, actor and reader start-up excluded). The two alternate,
@@ -12,7 +13,7 @@ noisy to steer by. U-Net of base width 32 and depth 4 on 256-px tiles with a
 ``--stack`` maps the phenology sample with a stack of three seasons' medians
 (12 scenes, 12 input channels) instead of the summer mosaic.
 
-    python bench/pipeline.py [--size 2048] [--batch-size 4] [--repeats 3] [--stack]
+    python bench/pipeline.py [--size 2048] [--batch-size 4|auto] [--repeats 5] [--stack] [--compile]
 
 Last line: ``model_tiles_s=<a> e2e_tiles_s=<b> ratio=<b/a> device=<cpu|cuda>`` (medians).
 """
@@ -26,13 +27,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import ray
 import torch
+from ray.actor import ActorHandle
 
 from cluster.imagery.temporal import SubPeriod, TimeRecipe
-from cluster.predict.actor import Predictor
-from cluster.predict.driver import RunSpec, connect_ray, run_predict
+from cluster.predict.actor import Predictor, fit_batch_size
+from cluster.predict.driver import RunSpec, actor_options, connect_ray, run_predict
+from cluster.predict.readers import TILE_WORKER_ENV
+from cluster.predict.setup import PredictorSetup
 from cluster.sample.catalog import SampleRegion, write_region
 from cluster.sample.phenocatalog import PhenologyRegion, write_phenology_region
 from cluster.sample.scene import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
@@ -73,7 +76,8 @@ def prepare(out: Path, args: argparse.Namespace, width: int = 32) -> RunSpec:
     doc = predict_config(region, spec, tile_size=args.tile_size)
     if period:
         doc["period"] = period
-    doc["run"] = {"batch_size": args.batch_size, "device": args.device}
+    doc["run"] = {"batch_size": args.batch_size, "device": args.device,
+                  "compile": getattr(args, "compile", False)}  # fmt: skip
     return PredictConfig.model_validate(doc).to_spec(out)
 
 
@@ -87,12 +91,41 @@ def end_to_end(run_spec: RunSpec, out: Path, k: int, **setup: object) -> tuple[f
     return summary.tiles_per_s, summary.done
 
 
+class ModelOnly(Predictor):
+    """The run's predictor with its tiles already read: timed in an actor made as the
+    run's are (same CPUs, threads and worker environment), so that the two differ
+    only in the reading and writing."""
+
+    def __init__(self, setup: PredictorSetup) -> None:
+        if not setup.batch_size:  # auto: fitted here as the run fits it
+            setup = replace(setup, batch_size=fit_batch_size(setup))
+        super().__init__(setup)
+        tiles = iter_tiles(self.grid, load_region(setup.region, self.grid.crs))
+        self.xs = [x for t in tiles if (x := self.reader.read(t.id).x) is not None]
+        self.infer(self.xs[: setup.batch_size])  # warm-up
+
+    def tiles_per_s(self) -> tuple[float, str]:
+        start = time.perf_counter()
+        for i in range(0, len(self.xs), self.setup.batch_size):
+            self.infer(self.xs[i : i + self.setup.batch_size])
+        return len(self.xs) / (time.perf_counter() - start), self.device.type
+
+
+def start_model_only(setup: PredictorSetup) -> ActorHandle:
+    _, options = actor_options(1, setup.device)
+    threads = 0 if options["num_gpus"] else int(options["num_cpus"])
+    actor = ray.remote(ModelOnly).options(runtime_env=TILE_WORKER_ENV, **options)
+    return actor.remote(replace(setup, threads=threads))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=2048, help="region side, px (64 tiles)")
     parser.add_argument("--tile-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=lambda v: v if v == "auto" else int(v), default=4,
+                        help="or auto: as many as the GPU's memory takes")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--stack", action="store_true", help="three seasons' medians")
     args = parser.parse_args()
@@ -101,26 +134,17 @@ def main() -> None:
         run_spec = prepare(out, args)
         connect_ray()
         e2e_runs, model_runs = [], []
-        predictor: Predictor | None = None
-        xs: list[np.ndarray] = []
         for k in range(args.repeats):
             e2e, done = end_to_end(run_spec, out, k)
-            if predictor is None:  # needs a store to open; reads the same tiles once
-                predictor = Predictor(replace(run_spec.setup, store=str(out / "map0.zarr")))
-                grid = run_spec.setup.grid
-                tiles = iter_tiles(grid, load_region(run_spec.setup.region, grid.crs))
-                xs = [x for t in tiles if (x := predictor.reader.read(t.id).x) is not None]
-                predictor.infer(xs[: args.batch_size])  # warm-up
-            start = time.perf_counter()
-            for i in range(0, len(xs), args.batch_size):
-                predictor.infer(xs[i : i + args.batch_size])
-            model = len(xs) / (time.perf_counter() - start)
+            # holds the CPUs a run's actor asks for: started after each run, then stopped
+            model_only = start_model_only(replace(run_spec.setup, store=str(out / "map0.zarr")))
+            model, device = ray.get(model_only.tiles_per_s.remote())
+            ray.kill(model_only)
             e2e_runs.append(e2e)
             model_runs.append(model)
             print(f"run {k + 1}: {done} tiles, end to end {e2e:.3f} tiles/s, "
                   f"model only {model:.3f} tiles/s, ratio {e2e / model:.3f}")  # fmt: skip
         ray.shutdown()
-        device = predictor.device.type if predictor else "cpu"
         model_s, e2e_s = statistics.median(model_runs), statistics.median(e2e_runs)
         print(f"model_tiles_s={model_s:.3f} e2e_tiles_s={e2e_s:.3f} "
               f"ratio={e2e_s / model_s:.3f} device={device}")  # fmt: skip

@@ -67,7 +67,9 @@ class GridSection(_Strict):
 
 
 class RunSection(_Strict):
-    batch_size: Annotated[int, Field(ge=1, le=256)] = 4
+    # auto: as many tiles as the GPU's memory takes (measured at the start), 4 on CPUs
+    batch_size: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = 4
+    compile: bool = False  # torch.compile the U-Net: faster on some GPUs, minutes to start
     actors: Annotated[int, Field(ge=0)] = 0
     device: str = "auto"
     run_id: str = ""
@@ -278,8 +280,9 @@ class _RunInputs(_CatalogInputs):
             region=region,
             grid=grid,
             store=resolve_uri(store, base),
-            batch_size=self.run.batch_size,
+            batch_size=0 if self.run.batch_size == "auto" else self.run.batch_size,
             device=self.run.device,
+            compile=self.run.compile,
             overrides=self.overrides(),
             accept_input_shift=self.run.accept_input_shift,
             time=self.time.settings(),

@@ -20,6 +20,7 @@ from cluster.predict.setup import checkpoint_bytes
 from jobs.config import load_region_config
 from jobs.period import Period
 from unet.checkpoint import parse_checkpoint
+from unet.fit import fit_batch
 from unet.model import autocast, pick_device, prepare_for_device
 
 
@@ -33,7 +34,9 @@ def measure_tiles_per_second(
     device = pick_device("auto")
     model = prepare_for_device(model, device)
     side = tile_size + 2 * halo
-    x = torch.randn(batch_size, card.config.in_bands, side, side, device=device)
+    shape = (card.config.in_bands, side, side)
+    batch_size = batch_size or fit_batch(model, shape, device)  # 0: run.batch_size auto
+    x = torch.randn(batch_size, *shape, device=device)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device):

@@ -26,22 +26,19 @@ from cluster.predict.slots import Slots, SlotSpec, shared_memory_fits
 from cluster.predict.store import TileStore
 from cluster.storage.gdalenv import configure_gdal
 from unet.checkpoint import parse_checkpoint
+from unet.fit import fit_batch
 from unet.model import autocast, pick_device, prepare_for_device
-
-
-def confidence_to_uint8(p: np.ndarray) -> np.ndarray:
-    """Winning-class probability in [0, 1] as 0-254; 255 stays nodata."""
-    return np.rint(np.clip(p, 0.0, 1.0) * 254.0).astype(np.uint8)
 
 
 def _masked(
     tile_id: str, keep: np.ndarray, cls: np.ndarray, conf: np.ndarray
 ) -> tuple[str, np.ndarray, np.ndarray]:
     """(tile id, classes, confidence) as stored: nodata where the tile has no input or
-    lies outside the region."""
-    classes = np.where(keep, cls, NODATA).astype(np.uint8)
-    confidence = np.where(keep, confidence_to_uint8(conf), NODATA).astype(np.uint8)
-    return tile_id, classes, confidence
+    lies outside the region (set in place: the arrays are this tile's own)."""
+    outside = ~keep
+    cls[outside] = NODATA
+    conf[outside] = NODATA
+    return tile_id, cls, conf
 
 
 class Predictor:
@@ -56,21 +53,28 @@ class Predictor:
         self.device = pick_device(setup.device)
         model, self.card = parse_checkpoint(checkpoint_bytes(setup.checkpoint), setup.checkpoint)
         self.model = prepare_for_device(model, self.device).eval()
+        if setup.compile:  # kernels fused for this GPU: minutes to compile, measured first
+            self.model = torch.compile(self.model)
+        # Batches go to the GPU on their own stream, beside the one the model runs on.
+        cuda = self.device.type == "cuda"
+        self._copies = torch.cuda.Stream(self.device) if cuda else None
         self.grid = setup.grid
         TileStore.open(setup.store, writable=True)  # refused here, not at the first write
         readers = setup.readers
         if readers and self.device.type == "cuda":
             readers = max(readers, cpus_per_gpu())
-        self.pool = ReaderPool(setup, readers, self.card) if readers else None
         self.slots: Slots | None = None  # where the readers leave inputs, if /dev/shm has room
-        if self.pool is not None:
+        if readers:
             side = self.grid.tile_size + 2 * self.grid.halo
             x_shape = (self.card.config.in_bands, side, side)
             keep_shape = (self.grid.tile_size, self.grid.tile_size)
             n = setup.queued * setup.batch_size
             if shared_memory_fits(SlotSpec("", n, x_shape, keep_shape).nbytes):
                 self.slots = Slots(n, x_shape, keep_shape)
+        spec = self.slots.spec if self.slots else None
+        self.pool = ReaderPool(setup, readers, self.card, spec) if readers else None
         self._model_lock = threading.Lock()
+        self._buffers = threading.local()  # each calling thread's batch buffer
 
     @cached_property
     def reader(self) -> TileReader:
@@ -96,18 +100,26 @@ class Predictor:
         if self.slots is not None and self.pool is not None:
             taken = self.slots.take(len(tile_ids))
             try:
-                got = self.pool.read_into(tile_ids, self.slots.spec, taken)
-                results = [result for result, _ in got]
+                got = self.pool.read_into(tile_ids, taken)
                 x, keep = self.slots.x, self.slots.keep
-                maps = self._map([(r.tile_id, x[s], keep[s]) for (r, has), s in zip(got, taken) if has])
+                ready = [
+                    (r.tile_id, x[s], keep[s])
+                    for (r, has), s in zip(got, taken, strict=True)
+                    if has
+                ]
+                maps = self._map(ready)
             finally:  # copied into the batch and the maps: the slots are free again
                 self.slots.give(taken)
+            results = [result for result, _ in got]
         else:
-            inputs = self.pool.read(tile_ids) if self.pool else [self.reader.read(t) for t in tile_ids]
+            if self.pool is not None:
+                inputs = self.pool.read(tile_ids)
+            else:
+                inputs = [self.reader.read(t) for t in tile_ids]
             results = [i.result for i in inputs]
             maps = self._map([(i.result.tile_id, i.x, i.keep) for i in inputs if i.x is not None])
             del inputs  # their shared memory, free while writing
-        if self.pool:
+        if self.pool is not None:
             self.pool.write(maps)
         else:
             for tile_map in maps:
@@ -124,23 +136,68 @@ class Predictor:
         found = zip(ready, classes, confidence, strict=True)
         return [_masked(t, keep, c, p) for (t, _, keep), c, p in found]
 
+    def _batch(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """This thread's batch buffer, kept: a fresh one per batch costs a fault per
+        4 KiB page (a 4-tile batch of 576-px tiles is 21 MB); pinned on CUDA."""
+        batch = getattr(self._buffers, "batch", None)
+        if batch is None or tuple(batch.shape) != (self.setup.batch_size, *shape):
+            cuda = self.device.type == "cuda"
+            batch = torch.empty((self.setup.batch_size, *shape), pin_memory=cuda)
+            self._buffers.batch = batch
+        return batch
+
+    def _to_device(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        """The batch on the model's device, and on CUDA the event of its arrival:
+        copied without blocking on the copy stream (outside the model's lock, so
+        while another batch is on the GPU), in channels_last."""
+        if self._copies is None:
+            return batch, None
+        with torch.cuda.stream(self._copies):
+            x = batch.to(self.device, non_blocking=True)
+            x = x.contiguous(memory_format=torch.channels_last)
+            arrived = torch.cuda.Event()
+            arrived.record(self._copies)
+        return x, arrived
+
+    def _handed_over(self, x: torch.Tensor, arrived: torch.cuda.Event | None) -> torch.Tensor:
+        """``x`` usable on the model's stream (called under the model's lock, so that
+        the wait is queued after the previous batch's kernels, not among them)."""
+        if arrived is not None:
+            compute = torch.cuda.current_stream(self.device)
+            compute.wait_event(arrived)
+            x.record_stream(compute)  # its memory is the compute stream's to free
+        return x
+
     def infer(self, xs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Classes and winning probabilities of normalised haloed inputs, halo cropped.
-        Fixed batch shape: padded with zeros up to ``batch_size``. On CUDA the batch is
-        assembled in pinned memory and copied without blocking."""
+        """Classes and confidence (uint8, 0-254: the winning probability) of normalised
+        haloed inputs, halo cropped. Fixed batch shape: padded with zeros up to
+        ``batch_size``. On CUDA the batch is copied from pinned memory without
+        blocking on a stream of its own, and only the uint8 maps come back."""
         h, size, n = self.grid.halo, self.grid.tile_size, len(xs)
-        cuda = self.device.type == "cuda"
-        batch = torch.zeros((self.setup.batch_size, *xs[0].shape), pin_memory=cuda)
+        batch = self._batch(xs[0].shape)
         view = batch.numpy()
         for i, x in enumerate(xs):
             view[i] = x
+        view[n:] = 0
         if self.setup.null_model:  # the feed benchmark: everything but the U-Net
-            return np.zeros((n, size, size), np.uint8), np.zeros((n, size, size), np.float32)
-        x = batch.to(self.device, non_blocking=True)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
+            return np.zeros((n, size, size), np.uint8), np.zeros((n, size, size), np.uint8)
+        x, arrived = self._to_device(batch)
         with self._model_lock, torch.inference_mode(), autocast(self.device):
+            x = self._handed_over(x, arrived)
             probs = torch.softmax(self.model(x).float(), dim=1)[:, :, h : h + size, h : h + size]
             conf, cls = probs.max(dim=1)
+            conf = torch.round(conf.clamp(0.0, 1.0) * 254.0).to(torch.uint8)  # 255: nodata
+            # .cpu() waits for the batch's copy too: the buffer is free once this returns
             conf, cls = conf.cpu().numpy(), cls.to(torch.uint8).cpu().numpy()
         return cls[:n], conf[:n]
+
+
+def fit_batch_size(setup: PredictorSetup) -> int:
+    """The batch size for ``run.batch_size: auto``: measured on this worker's device
+    (see :func:`unet.fit.fit_batch`); the driver runs it once, on a GPU node."""
+    device = pick_device(setup.device)
+    model, card = parse_checkpoint(checkpoint_bytes(setup.checkpoint), setup.checkpoint)
+    side = setup.grid.tile_size + 2 * setup.grid.halo
+    return fit_batch(
+        prepare_for_device(model, device).eval(), (card.config.in_bands, side, side), device
+    )

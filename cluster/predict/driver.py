@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from cluster.errors import ClusterError
 from cluster.imagery.temporal import TimeRecipe
-from cluster.predict.actor import Predictor
+from cluster.predict.actor import Predictor, fit_batch_size
 from cluster.predict.fleet import Fleet
 from cluster.predict.inputcheck import InputCheckError, precheck
 from cluster.predict.readers import COLUMN_RUN, TILE_WORKER_ENV
@@ -39,6 +39,7 @@ from cluster.storage.gdalenv import configure_gdal
 from cluster.tiles.grid import Tile, count_tiles, iter_tiles
 from cluster.tiles.region import Region, load_region
 from unet.checkpoint import ModelCard, card_from_bytes
+from unet.fit import CPU_BATCH
 
 try:
     VERSION = version("statemap")
@@ -185,12 +186,11 @@ def connect_ray() -> None:
         ray.init(include_dashboard=False, log_to_driver=False)
 
 
-def _depth(spec: RunSpec, readers: int, tile_bytes: int) -> int:
+def _depth(spec: RunSpec, batch: int, readers: int, tile_bytes: int) -> int:
     """Batches queued per actor: at least ``spec.in_flight``, and enough that every
     reader has a run of its columns in hand while a batch is on the model (see
     ``ReaderPool``), but no more than the memory budget holds (each queued batch's
     inputs wait in the object store)."""
-    batch = spec.setup.batch_size
     wanted = max(spec.in_flight, -(-2 * COLUMN_RUN * readers // batch) + 1)
     return max(2, min(wanted, spec.read_ahead_mb * 2**20 // (batch * tile_bytes)))
 
@@ -206,7 +206,7 @@ def _cpus_per_gpu() -> int:
     return max(min(shares, default=1), 1)
 
 
-def _actor_options(actors: int, device: str = "auto") -> tuple[int, dict[str, float]]:
+def actor_options(actors: int, device: str = "auto") -> tuple[int, dict[str, float]]:
     """One actor per GPU, holding its share of the node's CPUs for its readers.
     ``device="cuda"`` asks for GPU actors even when the cluster has none yet: an
     autoscaling GPU worker group starts at zero and grows to what the actors ask for."""
@@ -248,16 +248,19 @@ def run_predict(
                 yield tile
 
     connect_ray()
-    n_actors, options = _actor_options(spec.actors, setup.device)
+    n_actors, options = actor_options(spec.actors, setup.device)
     # Ray restarts nothing: the driver replaces a dead actor itself (see Fleet), so
     # it can count, hand the dead one's tiles to any actor free, and say why it stops.
     actor_cls = ray.remote(max_restarts=0, max_task_retries=0)(Predictor)
     cpus, gpu = int(options["num_cpus"]), bool(options["num_gpus"])
+    if not setup.batch_size:  # auto: measured on a GPU, once; the CPU's default elsewhere
+        fit = ray.remote(fit_batch_size).options(**options)
+        setup = replace(setup, batch_size=ray.get(fit.remote(setup)) if gpu else CPU_BATCH)
     readers = spec.readers if spec.readers is not None else (cpus if gpu else 0)
     actor_setup = replace(setup, threads=0 if gpu else cpus, readers=readers)
     channels = checked.card.config.in_bands
     tile_bytes = 4 * channels * (setup.grid.tile_size + 2 * setup.grid.halo) ** 2
-    depth = _depth(spec, readers, tile_bytes)
+    depth = _depth(spec, setup.batch_size, readers, tile_bytes)
     # Threads per actor: with readers, each batch's call waits on them while another
     # is on the model; reading itself on the CPU, one batch at a time (threads
     # reading beside torch's would stall its thread pool).
@@ -304,6 +307,7 @@ def run_predict(
                 store.mark_done(newly_done)
                 newly_done.clear()
                 last_flush = time.perf_counter()
+        summary.seconds = time.perf_counter() - start  # the tiles' time, not the shut-down's
     finally:
         if newly_done:  # before any error below: the tiles written are kept
             store.mark_done(newly_done)
@@ -313,7 +317,6 @@ def run_predict(
         for actor in fleet.actors:
             ray.kill(actor)
     summary.lost = fleet.lost
-    summary.seconds = time.perf_counter() - start
     if stopped:
         raise InputCheckError(
             f"{stopped[0]} (the run stopped; {summary.done} tiles written before are kept, "

@@ -3,24 +3,24 @@ written, beside it.
 
 A GPU eats tiles faster than one CPU thread reads them (the read is GDAL and
 numpy, which hold the GIL in part), and faster than one process encodes and
-writes its chunks (zarr: about 4 ms of CPU per 256-px tile), so each actor has
-a pool of reader processes on its own node, one per CPU it holds. The actor
-hands them tile ids; each returns a :class:`TileInput` through Ray's
-node-local object store, whose arrays the actor maps from shared memory
-without a copy; they write the maps it hands back. Imagery never passes
-through the driver, and readers ask Ray for no CPUs of their own: they use
-the ones their actor holds, and die with it (Ray ties an actor's actors to
-its owner).
+writes its chunks, so each GPU actor has a pool of reader processes on its own
+node, one per CPU it holds. The actor hands them tile ids; each writes a
+tile's input into one of the actor's shared-memory slots (see
+:mod:`cluster.predict.slots`; through Ray's node-local object store where
+``/dev/shm`` has no room) and writes the maps the actor hands back. Imagery
+never passes through the driver, and readers ask Ray for no CPUs of their
+own: they use the ones their actor holds, and die with it (Ray ties an
+actor's actors to its owner).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import ray
@@ -29,8 +29,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from cluster.errors import ClusterError
 from cluster.imagery.composite import Stack, read_stack
 from cluster.predict.inputcheck import InputCheckError, check_tile
-from cluster.predict.slots import AttachedSlots, SlotSpec
 from cluster.predict.setup import PredictorSetup, TileResult, open_catalog, read_card, time_recipe
+from cluster.predict.slots import AttachedSlots, SlotSpec
 from cluster.predict.store import TileStore
 from cluster.storage.gdalenv import configure_gdal
 from cluster.tiles.grid import Tile, region_mask
@@ -47,7 +47,10 @@ READER_NICE = 10
 # by default glibc maps and unmaps each one, and every 4 KiB of it faults again
 # (1,700 faults per 512-px tile in a reader, about a third of its time in the kernel).
 TILE_WORKER_ENV = {
-    "env_vars": {"MALLOC_MMAP_THRESHOLD_": str(64 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20)}
+    "env_vars": {
+        "MALLOC_MMAP_THRESHOLD_": str(64 * 2**20),
+        "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20),
+    }
 }
 # Neighbouring tiles in a row read by one reader (see ReaderPool._reader_of).
 COLUMN_RUN = 4
@@ -66,7 +69,13 @@ class TileReader:
     """Reads tiles as the checkpoint's recipe makes them; a Ray actor in a
     :class:`ReaderPool`, or a plain object where the predictor reads itself."""
 
-    def __init__(self, setup: PredictorSetup, card: ModelCard | None = None, nice: int = 0) -> None:
+    def __init__(
+        self,
+        setup: PredictorSetup,
+        card: ModelCard | None = None,
+        nice: int = 0,
+        slots: SlotSpec | None = None,
+    ) -> None:
         if nice:
             os.nice(nice)
         configure_gdal()
@@ -79,7 +88,9 @@ class TileReader:
         self.mean = np.asarray(self.card.mean, dtype=np.float32)
         self.std = np.asarray(self.card.std, dtype=np.float32)
         self._store: TileStore | None = None  # opened at the first write: the driver makes it
-        self._slots: AttachedSlots | None = None  # the actor's, attached at the first read
+        # The actor's input slots, mapped and touched now: each page a reader first
+        # writes faults, and a short run would time it (1,300 faults a 512-px tile).
+        self._slots = AttachedSlots(slots, touch=True) if slots else None
 
     def pid(self) -> int:
         return os.getpid()
@@ -125,17 +136,24 @@ class TileReader:
                             gap_px=gap, filled_px=filled)  # fmt: skip
         return TileInput(result, x, keep)
 
-    def read_into(self, tile_id: str, spec: SlotSpec, slot: int) -> tuple[TileResult, bool]:
-        """:meth:`read`, the input written into the actor's ``slot`` instead of returned;
-        whether there is one (else the slot is left as it was)."""
-        tile_input = self.read(tile_id)
-        if tile_input.x is None:
-            return tile_input.result, False
-        if self._slots is None or self._slots.spec != spec:
-            self._slots = AttachedSlots(spec)
-        self._slots.x[slot] = tile_input.x
-        self._slots.keep[slot] = tile_input.keep
-        return tile_input.result, True
+    def read_many(self, tile_ids: Sequence[str]) -> list[TileInput]:
+        return [self.read(t) for t in tile_ids]
+
+    def read_into(
+        self, tile_ids: Sequence[str], slots: Sequence[int]
+    ) -> list[tuple[TileResult, bool]]:
+        """:meth:`read` of each tile, its input written into the actor's slot instead of
+        returned; whether there is one (else the slot is left as it was)."""
+        if self._slots is None:
+            raise ClusterError("read_into on a reader started without its actor's slots")
+        out = []
+        for tile_id, slot in zip(tile_ids, slots, strict=True):
+            tile_input = self.read(tile_id)
+            if tile_input.x is not None:
+                self._slots.x[slot] = tile_input.x
+                self._slots.keep[slot] = tile_input.keep
+            out.append((tile_input.result, tile_input.x is not None))
+        return out
 
     def write(self, tile_id: str, classes: np.ndarray, confidence: np.ndarray) -> None:
         """Write a tile's class map and confidence (uint8, nodata already set) into its
@@ -143,6 +161,10 @@ class TileReader:
         if self._store is None:
             self._store = TileStore.open(self.setup.store, writable=True)
         self._store.write_tile(Tile.parse(tile_id), classes, confidence)
+
+    def write_many(self, maps: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> None:
+        for tile_map in maps:
+            self.write(*tile_map)
 
 
 def cpus_per_gpu() -> int:
@@ -154,7 +176,7 @@ def cpus_per_gpu() -> int:
 
 
 class ReaderPool:
-    """``n`` :class:`TileReader` actors on the calling actor's node, fed round-robin.
+    """``n`` :class:`TileReader` actors on the calling actor's node, each with its columns.
 
     Each reader is one process working through its queue in order, so tiles
     submitted ahead are read while the model runs; how far ahead is up to the
@@ -164,39 +186,56 @@ class ReaderPool:
     takes its actor with it anyway.
     """
 
-    def __init__(self, setup: PredictorSetup, n: int, card: ModelCard) -> None:
+    def __init__(
+        self, setup: PredictorSetup, n: int, card: ModelCard, slots: SlotSpec | None = None
+    ) -> None:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        remote = ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)(TileReader)
-        self.readers = [remote.options(scheduling_strategy=here, runtime_env=TILE_WORKER_ENV).remote(setup, card, READER_NICE)
-                        for _ in range(max(n, 1))]  # fmt: skip
+        remote = ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)(TileReader).options(
+            scheduling_strategy=here, runtime_env=TILE_WORKER_ENV
+        )
+        self.readers = [remote.remote(setup, card, READER_NICE, slots) for _ in range(max(n, 1))]
         ray.get([reader.pid.remote() for reader in self.readers])  # started: time tiles only
-        self._turn = itertools.count()  # next() is atomic under the GIL: threads may share it
 
-    def _next(self) -> ray.actor.ActorHandle:
-        return self.readers[next(self._turn) % len(self.readers)]
-
-    def _reader_of(self, tile_id: str) -> ray.actor.ActorHandle:
+    def _reader_of(self, tile_id: str) -> int:
         """A tile's reader, by its column: runs of ``COLUMN_RUN`` neighbouring tiles of
         a row, and the same columns of the rows above, go to the same reader, whose
         GDAL block cache then holds the blocks their halos share. Dealt out tile by
         tile, each reader decoded about twice the blocks (measured: 55 against 33 ms
         per 512-px tile on the sample)."""
-        return self.readers[Tile.parse(tile_id).col // COLUMN_RUN % len(self.readers)]
+        return Tile.parse(tile_id).col // COLUMN_RUN % len(self.readers)
+
+    def _each(self, method: str, tile_ids: Sequence[str], *args: Sequence[Any]) -> list[Any]:
+        """``method`` of each tile's reader over its tiles (and their ``args``), one call
+        per reader (a Ray call costs about a millisecond of the actor's time, more than
+        writing a tile), results in the order of ``tile_ids``."""
+        groups: dict[int, list[int]] = {}
+        for i, tile_id in enumerate(tile_ids):
+            groups.setdefault(self._reader_of(tile_id), []).append(i)
+        calls = {
+            k: getattr(self.readers[k], method).remote(*([a[i] for i in idx] for a in args))
+            for k, idx in groups.items()
+        }
+        out: list[Any] = [None] * len(tile_ids)
+        for k, idx in groups.items():
+            for i, value in zip(idx, ray.get(calls[k]) or [None] * len(idx), strict=True):
+                out[i] = value
+        return out
 
     def read(self, tile_ids: Sequence[str]) -> list[TileInput]:
         """Each tile's :class:`TileInput`, read by the reader of its columns."""
-        return ray.get([self._reader_of(t).read.remote(t) for t in tile_ids])
+        return self._each("read_many", tile_ids, tile_ids)
 
     def read_into(
-        self, tile_ids: Sequence[str], spec: SlotSpec, slots: Sequence[int]
+        self, tile_ids: Sequence[str], slots: Sequence[int]
     ) -> list[tuple[TileResult, bool]]:
-        """Each tile's result, its input (if any) written into its slot."""
-        calls = zip(tile_ids, slots, strict=True)
-        return ray.get([self._reader_of(t).read_into.remote(t, spec, s) for t, s in calls])
+        """Each tile's result, its input (if any) written into its slot (a pool started
+        with the actor's slots)."""
+        return self._each("read_into", tile_ids, tile_ids, slots)
 
     def write(self, maps: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> None:
-        """Write (tile id, classes, confidence) of each tile; returns once all are written."""
-        ray.get([self._next().write.remote(*m) for m in maps])
+        """Write (tile id, classes, confidence) of each tile, by the reader of its columns
+        (whose share of the work is even); returns once all are written."""
+        self._each("write_many", [m[0] for m in maps], maps)
 
     def close(self) -> None:
         for reader in self.readers:

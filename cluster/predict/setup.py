@@ -31,7 +31,7 @@ class PredictorSetup:
     region: str
     grid: Grid
     store: str
-    batch_size: int
+    batch_size: int  # 0: fitted to the GPU's memory (run.batch_size: auto)
     device: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 = all the actor's CPUs
     overrides: Overrides = NO_OVERRIDES  # the config's word on bands, units, masks
@@ -39,6 +39,7 @@ class PredictorSetup:
     time: TimeSettings = ()  # the config's time settings; the rest from the checkpoint
     readers: int = 0  # reader processes beside the actor on its node; 0: it reads itself
     queued: int = 1  # batches an actor holds at once (its calls in flight): its input slots
+    compile: bool = False  # torch.compile the U-Net (run.compile)
     null_model: bool = False  # bench/feed.py: the U-Net skipped, everything else as run
 
     @property

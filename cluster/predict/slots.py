@@ -16,6 +16,7 @@ otherwise unlink it when it exits).
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ class Slots:
         self._shm = shared_memory.SharedMemory(create=True, size=size)
         self.spec = SlotSpec(self._shm.name, n, x_shape, keep_shape)
         self.x, self.keep = _views(self.spec, self._shm.buf)
+        _touch(self._shm.buf)
         self._free = list(range(n))
         self._lock = threading.Lock()
 
@@ -90,8 +92,16 @@ class Slots:
 class AttachedSlots:
     """A reader's view of its actor's slots, attached once and kept."""
 
-    def __init__(self, spec: SlotSpec) -> None:
+    def __init__(self, spec: SlotSpec, touch: bool = False) -> None:
         self._shm = shared_memory.SharedMemory(name=spec.name)
         resource_tracker.unregister(self._shm._name, "shared_memory")  # the actor's to unlink
         self.spec = spec
         self.x, self.keep = _views(spec, self._shm.buf)
+        if touch:  # map every page now (a read maps it too): no fault while reading tiles
+            _touch(self._shm.buf)
+
+
+def _touch(buf: memoryview) -> None:
+    """Fault in every page of a mapping, without writing (the actor may already be
+    using it): summing a strided view reads one byte per page."""
+    int(np.frombuffer(buf, np.uint8)[:: mmap.PAGESIZE].sum())

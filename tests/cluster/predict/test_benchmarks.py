@@ -1,4 +1,4 @@
-"""bench/pipeline.py and bench/feed.py run, small, and print their last lines."""
+"""bench/pipeline.py, bench/feed.py and bench/mfu.py run, small, and print their last lines."""
 
 from __future__ import annotations
 
@@ -37,3 +37,11 @@ def test_feed_benchmark_prints_its_figures():
     pattern = rf"cpus=(\d+) read_tiles_s_1thread={NUMBER} feed_tiles_s={NUMBER} efficiency={NUMBER}"
     match = re.fullmatch(pattern, last)
     assert match and int(match[1]) >= 1, last
+
+
+def test_mfu_benchmark_prints_its_figures():
+    """A small U-Net for half a second; its FLOPs counted by torch's counter."""
+    last = _last_line("mfu.py", "--width", "8", "--tile-size", "64", "--seconds", "0.5")
+    pattern = rf"mpx_s={NUMBER} tflops={NUMBER} mfu=(n/a|{NUMBER}) batch=(\d+) device=(cpu|cuda)"
+    match = re.fullmatch(pattern, last)
+    assert match and int(match[2]) >= 1, last

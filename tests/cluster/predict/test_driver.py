@@ -196,6 +196,41 @@ def test_killed_actor_is_survived(reference, trained_sample, tmp_path):
     assert _tree(tmp_path / "map.zarr") == _tree(ref_store)
 
 
+def test_reader_processes_map_what_the_actor_reading_itself_maps(
+    reference, trained_sample, tmp_path
+):
+    """The GPU actor's path on the CPU: two reader processes handing inputs through
+    shared-memory slots and writing the maps, batches grouped per reader, and
+    ``run.batch_size: auto`` (4 on a CPU); the store equals the reference byte for byte."""
+    _, ref_store = reference
+    spec = load_predict_config(_config(trained_sample, tmp_path, batch_size="auto"))
+    assert spec.setup.batch_size == 0
+
+    def segments() -> set[str]:
+        return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith("psm_")}
+
+    before = segments()
+    summary = run_predict(dataclasses.replace(spec, readers=2), progress=False)
+    assert summary.done == 36 and not summary.failed
+    assert _tree(tmp_path / "map.zarr") == _tree(ref_store)
+    assert segments() <= before, "the actor's input slots outlived the run"
+
+
+@pytest.mark.gpu
+def test_gpu_run_maps_what_the_cpu_run_maps(reference, trained_sample, tmp_path):
+    """The GPU path whole: readers beside the actor, bf16 and channels_last, batches
+    copied on their own stream from several threads, the batch fitted to the GPU."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    _, ref_store = reference
+    config = _config(trained_sample, tmp_path, device="cuda", batch_size="auto")
+    summary = run_predict(load_predict_config(config), progress=False)
+    assert summary.done == 36 and not summary.failed
+    cpu, gpu = (_whole(TileStore.open(str(p))) for p in (ref_store, tmp_path / "map.zarr"))
+    assert ((cpu == 255) == (gpu == 255)).all()
+    assert (cpu == gpu).mean() > 0.98  # bf16 moves the few pixels near a tie
+
+
 def test_checkpoint_bands_missing_from_catalog_are_refused_first(
     trained_sample, local_ray, tmp_path
 ):
@@ -246,8 +281,8 @@ def test_corrupt_asset_fails_only_its_tiles_then_rerun_retries_them(
 def test_actors_one_per_gpu_even_before_the_autoscaler_adds_them(local_ray):
     """On a CPU-only cluster a run asks for CPU actors; a config that says cuda
     asks for GPU actors anyway, which an autoscaling GPU worker group provides."""
-    from cluster.predict.driver import _actor_options
+    from cluster.predict.driver import actor_options
 
-    assert _actor_options(0, "auto") == (1, {"num_gpus": 0, "num_cpus": 2})
-    assert _actor_options(0, "cuda") == (1, {"num_gpus": 1, "num_cpus": 1})
-    assert _actor_options(8, "cuda") == (8, {"num_gpus": 1, "num_cpus": 1})
+    assert actor_options(0, "auto") == (1, {"num_gpus": 0, "num_cpus": 2})
+    assert actor_options(0, "cuda") == (1, {"num_gpus": 1, "num_cpus": 1})
+    assert actor_options(8, "cuda") == (8, {"num_gpus": 1, "num_cpus": 1})

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from cluster.errors import ClusterError
-from cluster.predict.actor import read_card
 from cluster.predict.driver import check_inputs, run_predict
+from cluster.predict.setup import read_card
 from cluster.predict.store import NODATA, TileStore
 from cluster.sample.scene import SampleSpec
 from cluster.training.parity import map_scores
