@@ -6,10 +6,12 @@ Zarr) on the code path a GPU actor takes, with the U-Net skipped
 shared-memory slots, batching and writing deliver, counted from the first
 result to the last (the fill before the first result, a batch's read, is
 printed alongside). Against it, one thread reading the same tiles with the
-same reader (open, read, warp, mosaic, check, normalise; no write) in this
-process. The two alternate ``--repeats`` times; medians are reported. The
-driver, Ray's own processes and the actor share the node's CPUs with the
-readers, as they do in a run.
+same reader (open, read, warp, mosaic, check, normalise; no write) in one
+process started as a run's readers are: fresh, in their worker environment
+(a process that has read the tiles before has its heap and GDAL block cache
+grown already, which a run's readers have not). The two alternate
+``--repeats`` times; medians are reported. The driver, Ray's own processes
+and the actor share the node's CPUs with the readers, as they do in a run.
 
 512-px tiles by default, the size a state-wide run plans with: Ray's calls and
 most of zarr's write cost are fixed per tile, while the read grows with its pixels.
@@ -31,9 +33,8 @@ from pathlib import Path
 import ray
 from pipeline import prepare
 
-from cluster.imagery.reader import close_datasets
 from cluster.predict.driver import RunSpec, connect_ray, run_predict
-from cluster.predict.readers import TileReader
+from cluster.predict.readers import TILE_WORKER_ENV, TileReader
 from cluster.tiles.grid import iter_tiles
 from cluster.tiles.region import load_region
 
@@ -55,6 +56,17 @@ def steady_rate(run_spec: RunSpec, store: Path) -> tuple[float, float, int]:
     return steady, summary.tiles_per_s, summary.done
 
 
+class OneThread(TileReader):
+    """The reference: one reader process, started as the run's readers are (fresh,
+    in their worker environment), reading every tile in turn."""
+
+    def read_all(self, tile_ids: list[str]) -> float:
+        start = time.perf_counter()
+        for tile_id in tile_ids:
+            self.read(tile_id)
+        return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4096, help="region side, px (64 tiles)")
@@ -69,17 +81,15 @@ def main() -> None:
         run_spec = prepare(out, args, width=8)
         setup, grid = run_spec.setup, run_spec.setup.grid
         tile_ids = [t.id for t in iter_tiles(grid, load_region(setup.region, grid.crs))]
-        reader = TileReader(setup)
         connect_ray()
         cpus = int(ray.cluster_resources()["CPU"])
         feeds, reads = [], []
         for k in range(args.repeats):
             feed, whole, done = steady_rate(run_spec, out / f"map{k}.zarr")
-            close_datasets()  # its GDAL block cache as cold as a fresh reader's
-            start = time.perf_counter()
-            for tile_id in tile_ids:
-                reader.read(tile_id)
-            read = len(tile_ids) / (time.perf_counter() - start)
+            one = ray.remote(num_cpus=0)(OneThread).options(runtime_env=TILE_WORKER_ENV)
+            one_thread = one.remote(setup)
+            read = len(tile_ids) / ray.get(one_thread.read_all.remote(tile_ids))
+            ray.kill(one_thread)
             feeds.append(feed)
             reads.append(read)
             print(f"run {k + 1}: {done} tiles, fed {feed:.1f} tiles/s on {cpus} CPUs "

@@ -75,6 +75,20 @@ class Predictor:
         self.pool = ReaderPool(setup, readers, self.card, spec) if readers else None
         self._model_lock = threading.Lock()
         self._buffers = threading.local()  # each calling thread's batch buffer
+        if not setup.null_model:
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One batch of zeros through the model before the first tiles: the first
+        pass pays for oneDNN's or cuDNN's kernel choices (and torch.compile's
+        compiling), seconds that would otherwise hold up the first batch."""
+        side = self.grid.tile_size + 2 * self.grid.halo
+        x = torch.zeros((self.setup.batch_size, self.card.config.in_bands, side, side))
+        x = x.to(self.device)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast(self.device):
+            self.model(x).float().cpu()
 
     @cached_property
     def reader(self) -> TileReader:

@@ -190,7 +190,7 @@ def _depth(spec: RunSpec, batch: int, readers: int, tile_bytes: int) -> int:
     """Batches queued per actor: at least ``spec.in_flight``, and enough that every
     reader has a run of its columns in hand while a batch is on the model (see
     ``ReaderPool``), but no more than the memory budget holds (each queued batch's
-    inputs wait in the object store)."""
+    inputs wait in its shared-memory slots)."""
     wanted = max(spec.in_flight, -(-2 * COLUMN_RUN * readers // batch) + 1)
     return max(2, min(wanted, spec.read_ahead_mb * 2**20 // (batch * tile_bytes)))
 
