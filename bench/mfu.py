@@ -25,7 +25,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from unet.fit import fit_batch
-from unet.model import UNet, UNetConfig, autocast, pick_device, prepare_for_device
+from unet.model import UNet, UNetConfig, autocast, model_input, pick_device, prepare_for_device
 
 # Dense bf16 tensor-core peaks (TFLOP/s), from the vendors' data sheets (SXM parts).
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
@@ -65,9 +65,7 @@ def main() -> None:
     side = args.tile_size + 2 * args.halo
     shape = (args.bands, side, side)
     batch = fit_batch(model, shape, device) if args.batch_size == "auto" else int(args.batch_size)
-    x = torch.randn((batch, *shape), device=device)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = model_input(torch.randn((batch, *shape)), device)
     with FlopCounterMode(display=False) as counter:
         forward(model, x[:1], device)
     flops_per_tile = counter.get_total_flops()

@@ -21,7 +21,7 @@ from jobs.config import load_region_config
 from jobs.period import Period
 from unet.checkpoint import parse_checkpoint
 from unet.fit import fit_batch
-from unet.model import autocast, pick_device, prepare_for_device
+from unet.model import autocast, model_input, pick_device, prepare_for_device
 
 
 def measure_tiles_per_second(
@@ -36,9 +36,7 @@ def measure_tiles_per_second(
     side = tile_size + 2 * halo
     shape = (card.config.in_bands, side, side)
     batch_size = batch_size or fit_batch(model, shape, device)  # 0: run.batch_size auto
-    x = torch.randn(batch_size, *shape, device=device)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = model_input(torch.randn(batch_size, *shape), device)
     with torch.inference_mode(), autocast(device):
         model(x).argmax(dim=1).cpu()  # warm-up: allocation, cudnn autotuning
         tiles, start = 0, time.perf_counter()

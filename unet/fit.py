@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from unet.errors import UNetError
-from unet.model import UNet, autocast
+from unet.model import UNet, autocast, model_input
 
 CPU_BATCH = 4  # the CPU gains nothing from larger batches: its threads split each image
 MAX_BATCH = 64  # beyond this a GPU is busy anyway, and the read-ahead memory grows with it
@@ -39,7 +39,7 @@ def _peak(model: UNet, n: int, shape: tuple[int, int, int], device: torch.device
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
-    x = torch.zeros((n, *shape), device=device).contiguous(memory_format=torch.channels_last)
+    x = model_input(torch.zeros((n, *shape)), device)
     with torch.inference_mode(), autocast(device):
         torch.softmax(model(x).float(), dim=1).max(dim=1)
     torch.cuda.synchronize(device)

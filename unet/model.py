@@ -118,6 +118,15 @@ def prepare_for_device(model: UNet, device: torch.device) -> UNet:
     return model
 
 
+def model_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch where :func:`prepare_for_device`'s model wants it: on ``device``, and
+    channels_last on CUDA (copied without blocking where ``x`` is pinned)."""
+    x = x.to(device, non_blocking=True)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def autocast(device: torch.device) -> torch.autocast:
     """bf16 autocast on CUDA; a disabled context elsewhere (CPU stays float32)."""
     return torch.autocast(

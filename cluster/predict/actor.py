@@ -21,13 +21,19 @@ import torch
 
 from cluster.errors import ClusterError
 from cluster.predict.readers import ReaderPool, TileReader, cpus_per_gpu
-from cluster.predict.setup import NODATA, PredictorSetup, TileResult, checkpoint_bytes
+from cluster.predict.setup import (
+    NODATA,
+    PredictorSetup,
+    TileResult,
+    checkpoint_bytes,
+    input_shape,
+)
 from cluster.predict.slots import Slots, SlotSpec, shared_memory_fits
 from cluster.predict.store import TileStore
 from cluster.storage.gdalenv import configure_gdal
 from unet.checkpoint import parse_checkpoint
 from unet.fit import fit_batch
-from unet.model import autocast, pick_device, prepare_for_device
+from unet.model import autocast, model_input, pick_device, prepare_for_device
 
 
 def _masked(
@@ -64,13 +70,12 @@ class Predictor:
         if readers and self.device.type == "cuda":
             readers = max(readers, cpus_per_gpu())
         self.slots: Slots | None = None  # where the readers leave inputs, if /dev/shm has room
+        self.x_shape = input_shape(self.card, self.grid)
         if readers:
-            side = self.grid.tile_size + 2 * self.grid.halo
-            x_shape = (self.card.config.in_bands, side, side)
-            keep_shape = (self.grid.tile_size, self.grid.tile_size)
+            keep_shape = self.grid.tile_shape()
             n = setup.queued * setup.batch_size
-            if shared_memory_fits(SlotSpec("", n, x_shape, keep_shape).nbytes):
-                self.slots = Slots(n, x_shape, keep_shape)
+            if shared_memory_fits(SlotSpec("", n, self.x_shape, keep_shape).nbytes):
+                self.slots = Slots(n, self.x_shape, keep_shape)
         spec = self.slots.spec if self.slots else None
         self.pool = ReaderPool(setup, readers, self.card, spec) if readers else None
         self._model_lock = threading.Lock()
@@ -82,11 +87,7 @@ class Predictor:
         """One batch of zeros through the model before the first tiles: the first
         pass pays for oneDNN's or cuDNN's kernel choices (and torch.compile's
         compiling), seconds that would otherwise hold up the first batch."""
-        side = self.grid.tile_size + 2 * self.grid.halo
-        x = torch.zeros((self.setup.batch_size, self.card.config.in_bands, side, side))
-        x = x.to(self.device)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = model_input(torch.zeros((self.setup.batch_size, *self.x_shape)), self.device)
         with torch.inference_mode(), autocast(self.device):
             self.model(x).float().cpu()
 
@@ -167,8 +168,7 @@ class Predictor:
         if self._copies is None:
             return batch, None
         with torch.cuda.stream(self._copies):
-            x = batch.to(self.device, non_blocking=True)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = model_input(batch, self.device)
             arrived = torch.cuda.Event()
             arrived.record(self._copies)
         return x, arrived
@@ -211,7 +211,6 @@ def fit_batch_size(setup: PredictorSetup) -> int:
     (see :func:`unet.fit.fit_batch`); the driver runs it once, on a GPU node."""
     device = pick_device(setup.device)
     model, card = parse_checkpoint(checkpoint_bytes(setup.checkpoint), setup.checkpoint)
-    side = setup.grid.tile_size + 2 * setup.grid.halo
     return fit_batch(
-        prepare_for_device(model, device).eval(), (card.config.in_bands, side, side), device
+        prepare_for_device(model, device).eval(), input_shape(card, setup.grid), device
     )

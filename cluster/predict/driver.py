@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from cluster.predict.setup import (
     TileResult,
     check_card,
     checkpoint_bytes,
+    input_shape,
     open_catalog,
     time_recipe,
 )
@@ -258,8 +260,7 @@ def run_predict(
         setup = replace(setup, batch_size=ray.get(fit.remote(setup)) if gpu else CPU_BATCH)
     readers = spec.readers if spec.readers is not None else (cpus if gpu else 0)
     actor_setup = replace(setup, threads=0 if gpu else cpus, readers=readers)
-    channels = checked.card.config.in_bands
-    tile_bytes = 4 * channels * (setup.grid.tile_size + 2 * setup.grid.halo) ** 2
+    tile_bytes = 4 * math.prod(input_shape(checked.card, setup.grid))  # float32
     depth = _depth(spec, setup.batch_size, readers, tile_bytes)
     # Threads per actor: with readers, each batch's call waits on them while another
     # is on the model; reading itself on the CPU, one batch at a time (threads

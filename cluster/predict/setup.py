@@ -61,6 +61,11 @@ class TileResult:
     filled_px: int = 0  # mapped pixels with a sub-period filled from its neighbour
 
 
+def input_shape(card: ModelCard, grid: Grid) -> tuple[int, int, int]:
+    """(channels, height, width) of one tile's model input: its bands, haloed."""
+    return (card.config.in_bands, *grid.tile_shape(halo=True))
+
+
 def checkpoint_bytes(uri: str) -> bytes:
     """A checkpoint from a local path or s3://; each actor reads its own copy."""
     data = objstore.read_bytes(uri)
