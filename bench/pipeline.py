@@ -26,6 +26,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import ray
 import torch
@@ -42,20 +43,29 @@ from cluster.sample.scene import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
 from cluster.tiles.grid import iter_tiles
 from cluster.tiles.region import load_region
 from jobs.config import PredictConfig
-from jobs.sample import SEASONS, TIME_VARIANTS, predict_config
+from jobs.sample import TIME_VARIANTS, predict_config
 from unet.checkpoint import ModelCard, save_checkpoint
 from unet.model import UNet, UNetConfig
 
 
-def prepare(out: Path, args: argparse.Namespace, width: int = 32) -> RunSpec:
+def prepare(
+    out: Path,
+    args: argparse.Namespace,
+    width: int = 32,
+    variant: tuple[dict[str, Any], dict[str, str]] | None = None,
+) -> RunSpec:
     """The generated region, an untrained U-Net of ``width`` and the run's spec.
-    ``args``: size, tile_size, batch_size, device, stack."""
+    ``args``: size, tile_size, batch_size, device, stack. ``variant`` (a time section
+    and its period, as in ``jobs.sample.TIME_VARIANTS``) maps the phenology sample
+    as it says; ``args.stack`` is its stack of three seasons' medians."""
     spec = SampleSpec(seed=0, width=args.size, height=args.size)
     torch.manual_seed(0)
-    if args.stack:
+    variant = variant or (TIME_VARIANTS["stack"] if args.stack else None)
+    if variant:
         region: SampleRegion | PhenologyRegion = write_phenology_region(out / "sample", spec)
-        time_doc, period = TIME_VARIANTS["stack"]
-        recipe = TimeRecipe(**{**time_doc, "periods": tuple(SubPeriod(**p) for p in SEASONS)})
+        time_doc, period = variant
+        periods = tuple(SubPeriod(**p) for p in time_doc.get("periods", ()))
+        recipe = TimeRecipe(**{**time_doc, "periods": periods})
     else:
         region, recipe, period = write_region(out / "sample", spec, layouts=("s2",)), None, None
     layers = max(1, len(recipe.names)) if recipe else 1

@@ -78,6 +78,12 @@ class RunSection(_Strict):
     accept_input_shift: bool = False
     # An actor that dies (its node lost) is replaced this often, then the run stops.
     actor_replacements: Annotated[int, Field(ge=0)] = 3
+    # Per reader process: tiles read at once, and file reads (HTTP requests) in flight.
+    # Imagery 20-100 ms away needs many of both; local disks are served by few.
+    tiles_in_flight: Annotated[int, Field(ge=1, le=256)] = 8
+    requests_in_flight: Annotated[int, Field(ge=1, le=1024)] = 32
+    # Open datasets per file and reader: each fetches and decodes blocks on its own.
+    handles_per_file: Annotated[int, Field(ge=1, le=64)] = 2
 
 
 def _refuse_credentials(data: Any) -> Any:
@@ -286,6 +292,9 @@ class _RunInputs(_CatalogInputs):
             overrides=self.overrides(),
             accept_input_shift=self.run.accept_input_shift,
             time=self.time.settings(),
+            tiles_in_flight=self.run.tiles_in_flight,
+            requests_in_flight=self.run.requests_in_flight,
+            handles_per_file=self.run.handles_per_file,
         )
         return RunSpec(
             setup=setup,

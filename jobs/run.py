@@ -126,6 +126,11 @@ def execute(run: RegionRun, *, progress: bool = True, submission_id: str = "") -
             "tiles_done": summary.done,
             "tiles_skipped": summary.skipped,
             "tiles_failed": len(summary.failed),
+            "object_storage": {
+                "retries": summary.retries,
+                "throttled": summary.throttled,
+                "slowed": summary.slowed,
+            },
         }
         if summary.failed:
             error = f"{len(summary.failed)} tiles failed; submit the run again to redo them"

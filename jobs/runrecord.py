@@ -42,6 +42,8 @@ class RunRecord:
     seconds: dict[str, float] = field(default_factory=dict)  # per stage: predict, compile
     outputs: list[str] = field(default_factory=list)
     error: str = ""
+    # Imagery requests retried, of them throttled (429/503), and times readers slowed down.
+    object_storage: dict[str, int] = field(default_factory=dict)
 
     def finish(self, state: str, **changes: Any) -> RunRecord:
         return replace(self, state=state, finished=now_utc(), **changes)

@@ -153,6 +153,12 @@ class S3Server:
     # --- lifecycle ---------------------------------------------------------------
 
     @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("the server is not running")
+        return self._proc.pid
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

@@ -6,7 +6,9 @@ so a model is trained on pixels made exactly as it will be given them.
 A composite is streamed over items: each item's quality mask is read once
 (a bool per pixel), then band by band every item's values are gathered,
 reduced and dropped, so at most one band of all dates is held (40 dates of a
-576-px window: 53 MB, not the 530 MB of ten bands). An observation counts
+576-px window: 53 MB, not the 530 MB of ten bands), and the next values on
+their way (at most ``_AHEAD_BYTES``). All masks and the first band are asked
+for at once, so a composite of 12 dates waits for a few round trips, not 60. An observation counts
 for a band where the item's mask is clear and that band has a value; a pixel
 with fewer than ``min_clear`` of them is nodata (NaN). Medians and
 percentiles interpolate linearly between order statistics, as numpy's
@@ -15,18 +17,24 @@ percentiles interpolate linearly between order statistics, as numpy's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
+from cluster.imagery.inflight import discard, submit
 from cluster.imagery.reader import read_band, read_clear, read_window, window
+from cluster.imagery.resample import Methods, Target
 from cluster.imagery.stacitem import ItemRef
 from cluster.imagery.temporal import TimeRecipe, items_within
 
 __all__ = ["Stack", "composite_window", "read_stack"]
 
 _NETWORK = 16  # up to this many dates a sorting network, above it numpy's sort
+_AHEAD_BYTES = 32 * 2**20  # a composite's values read ahead, per tile in flight
 
 Bounds = tuple[float, float, float, float]
 
@@ -62,14 +70,13 @@ def composite_window(
     if sources is not None:
         sources[...] = -1
     target, methods, bands = window(items, bounds, shape, crs, resampling, downsampling, n_bands)
-    clear = [(item, mask) for item in items if (mask := read_clear(item, target)).any()]
+    reads = _BandReads(items, target, methods, bands)
     out = np.empty((bands, *target.shape), dtype=np.float32)
     for b in range(bands):
         if recipe.compositing == "mean":
             total = np.zeros(target.shape, dtype=np.float64)
             count = np.zeros(target.shape, dtype=np.int32)
-            for item, mask in clear:
-                values = read_band(item, b, target, methods)
+            for mask, values in reads.band(b):
                 if values is not None:
                     ok = mask & ~np.isnan(values)
                     total += np.where(ok, values, 0.0)
@@ -77,9 +84,8 @@ def composite_window(
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[b] = total / count
         else:
-            stack = np.full((len(clear), *target.shape), np.nan, dtype=np.float32)
-            for layer, (item, mask) in zip(stack, clear, strict=True):
-                values = read_band(item, b, target, methods)
+            stack = np.full((reads.clear, *target.shape), np.nan, dtype=np.float32)
+            for layer, (mask, values) in zip(stack, reads.band(b), strict=True):
                 if values is not None:
                     np.copyto(layer, values, where=mask)
             q = 50.0 if recipe.compositing == "median" else recipe.percentile
@@ -87,6 +93,57 @@ def composite_window(
             del stack
         out[b][count < recipe.min_clear] = np.nan
     return out
+
+
+class _BandReads:
+    """A composite's reads, issued ahead in the order they are used: every item's
+    mask and the first band of every item at once (one round trip for all dates),
+    then, as each value is taken, the next read in line (the next band of the items
+    with a clear pixel), so reads stay in flight while values are reduced. At most
+    ``_AHEAD_BYTES`` of values are held or on their way (at least one item's band),
+    and an item the masks rule out is never waited for nor can it fail the tile."""
+
+    def __init__(self, items: Sequence[ItemRef], target: Target, methods: Methods, n: int) -> None:
+        self.target, self.methods = target, methods
+        masks = [submit(_mask_href(item), read_clear, item, target) for item in items]
+        self.ahead = max(1, min(len(items), _AHEAD_BYTES // (4 * math.prod(target.shape))))
+        self.items = list(items)
+        self.line = deque((b, i) for b in range(n) for i in range(len(items)))
+        self.issued: dict[tuple[int, int], Future[np.ndarray | None]] = {}
+        self._top_up()
+        try:
+            clear = [f.result().any() for f in masks]
+            self.masks = {i: f.result() for i, f in enumerate(masks) if clear[i]}
+        except BaseException:
+            discard([*masks, *self.issued.values()])
+            raise
+        ruled_out = [key for key in self.issued if key[1] not in self.masks]
+        discard([self.issued.pop(key) for key in ruled_out])
+        self.line = deque(key for key in self.line if key[1] in self.masks)
+        self.clear = len(self.masks)
+        self._top_up()
+
+    def _top_up(self) -> None:
+        while self.line and len(self.issued) < self.ahead:
+            b, i = key = self.line.popleft()
+            item = self.items[i]
+            self.issued[key] = submit(
+                item.bands[b].href, read_band, item, b, self.target, self.methods
+            )
+
+    def band(self, b: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Each clear item's mask and band ``b`` (None: the window misses its file)."""
+        for i, mask in self.masks.items():
+            future = self.issued.pop((b, i))
+            self._top_up()
+            try:
+                values = future.result()
+            except BaseException:
+                discard(list(self.issued.values()))
+                self.issued.clear()
+                raise
+            del future
+            yield mask, values
 
 
 def read_stack(
@@ -125,6 +182,10 @@ def read_stack(
                 layer[:, take] = originals[q][:, take]
                 filled |= take
     return Stack(np.concatenate(layers), tuple(picked), gaps, filled & gaps)
+
+
+def _mask_href(item: ItemRef) -> str:
+    return item.mask.href if item.mask is not None else item.bands[0].href
 
 
 def _neighbours(p: int, n: int) -> list[int]:

@@ -7,30 +7,26 @@ no earlier item filled; it stops once all are filled and reads later items
 only over the box still missing. A pixel takes all bands from one item:
 mixing dates within a pixel would make spectra that never existed.
 
-Open datasets are cached per thread; resampling onto the grid is in
-``cluster.imagery.resample``. Composites and stacks over time read through
-``read_clear`` and ``read_band`` (``cluster.imagery.composite``).
+Reads go to the request threads of ``cluster.imagery.inflight``, all files of
+an item at once, and datasets stay open there across tiles; resampling onto
+the grid is in ``cluster.imagery.resample``. Composites and stacks over time
+read through ``read_clear`` and ``read_band`` (``cluster.imagery.composite``).
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 from affine import Affine
 from rasterio.enums import Resampling
-from rasterio.io import DatasetReader
 
 from cluster.errors import ClusterError
-from cluster.imagery.providers import BUCKET_ENDPOINTS
+from cluster.imagery.inflight import close_datasets, dataset, discard, submit
 from cluster.imagery.resample import MASK_OUTSIDE, Methods, Target, sample
 from cluster.imagery.resample import crs as crs_of
-from cluster.imagery.stacitem import ItemRef
-from cluster.storage import objstore
+from cluster.imagery.stacitem import BandSource, ItemRef
 from cluster.storage.gdalenv import configure_gdal
 
 __all__ = [
@@ -39,13 +35,12 @@ __all__ = [
     "close_datasets",
     "read_band",
     "read_clear",
+    "read_file",
     "read_window",
     "window",
 ]
 
 Bounds = tuple[float, float, float, float]
-_MAX_OPEN = 64  # datasets kept open per thread: the items of a few neighbouring tiles
-_local = threading.local()
 
 
 class AssetReadError(ClusterError):
@@ -99,7 +94,7 @@ def read_window(
             break  # every pixel filled: later items are not even opened
         rows, cols = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
         shift = Affine.translation(cols.start, rows.start)
-        target = Target(whole.transform @ shift, rows, cols, whole.crs)
+        target = Target(whole.transform @ shift, rows, cols, whole.wkt)
         valid = todo[rows, cols].copy()
         data = _read_item(item, target, valid, methods)
         if data is not None:
@@ -144,9 +139,9 @@ def read_clear(item: ItemRef, target: Target) -> np.ndarray:
     none where the mask file does not reach)."""
     if item.mask is None:
         return np.ones(target.shape, dtype=bool)
-    with _asset_errors(item, item.mask.asset, item.mask.href):
-        nearest = (Resampling.nearest, Resampling.nearest)
-        classes = sample(_dataset(item.mask.href), [1], target, nearest)
+    nearest = (Resampling.nearest, Resampling.nearest)
+    with _asset_errors(item, item.mask.asset, item.mask.href), dataset(item.mask.href) as src:
+        classes = sample(src, [1], target, nearest)
     if classes is None:
         return np.zeros(target.shape, dtype=bool)
     return (classes[0] != MASK_OUTSIDE) & ~np.isin(classes[0], item.mask.invalid)
@@ -156,43 +151,53 @@ def read_band(item: ItemRef, k: int, target: Target, methods: Methods) -> np.nda
     """float32 (h, w) reflectance of ``item``'s band ``k`` (NaN: nodata), or None where
     the window misses its file. Composites read band by band, so that only one band
     of all dates is ever held."""
-    band = item.bands[k]
-    with _asset_errors(item, band.asset, band.href):
-        part = sample(_dataset(band.href), [band.band_index], target, methods, [band])
+    part = read_file(item, [item.bands[k]], target, methods)
     return None if part is None else part[0]
 
 
-def close_datasets() -> None:
-    """Close the datasets this thread keeps open (e.g. before an actor exits)."""
-    cache = _local.__dict__.get("cache", {})
-    while cache:
-        cache.popitem()[1][0].close()
+def read_file(
+    item: ItemRef, bands: Sequence[BandSource], target: Target, methods: Methods
+) -> np.ndarray | None:
+    """float32 (len(bands), h, w) reflectance of ``bands``, all in one file of ``item``,
+    or None where the window misses it."""
+    href = bands[0].href
+    with _asset_errors(item, bands[0].asset, href), dataset(href) as src:
+        return sample(src, [b.band_index for b in bands], target, methods, list(bands))
 
 
 def _read_item(
     item: ItemRef, target: Target, valid: np.ndarray, methods: Methods
 ) -> np.ndarray | None:
     """(n, h, w) reflectance of one item; ``valid`` (pixels still wanted) is narrowed in
-    place to those it fills; None once it is clear it fills none. The mask is read first
-    (one small file) so cloudy items skip their band reads; bands sharing a file (a
-    multiband orthophoto) are read in one call."""
-    if item.mask is not None:
-        valid &= read_clear(item, target)
-        if not valid.any():
-            return None
-    data = np.empty((len(item.bands), *target.shape), dtype=np.float32)
-    for href in dict.fromkeys(b.href for b in item.bands):
-        positions = [p for p, b in enumerate(item.bands) if b.href == href]
-        bands = [item.bands[p] for p in positions]
-        with _asset_errors(item, bands[0].asset, href):
-            part = sample(_dataset(href), [b.band_index for b in bands], target, methods, bands)
-        if part is None:
-            return None
-        valid &= ~np.isnan(part).any(axis=0)
-        if not valid.any():
-            return None  # nothing here where pixels are missing: skip the other bands
-        data[positions] = part
-    return data
+    place to those it fills; None once it is clear it fills none. The mask and every
+    file of the item are asked for at once (one round trip, not one per file); they
+    are then used in turn, mask first, as if read one after another: a file the
+    item turns out not to need (cloudy where pixels are missing) is not waited for,
+    nor can it fail the tile. Bands sharing a file (a multiband orthophoto) are read
+    in one call."""
+    files = [[p for p, b in enumerate(item.bands) if b.href == href]
+             for href in dict.fromkeys(b.href for b in item.bands)]  # fmt: skip
+    mask = submit(item.mask.href, read_clear, item, target) if item.mask else None
+    reads = [submit(item.bands[positions[0]].href, read_file, item,
+                    [item.bands[p] for p in positions], target, methods)
+             for positions in files]  # fmt: skip
+    try:
+        if mask is not None:
+            valid &= mask.result()
+            if not valid.any():
+                return None
+        data = np.empty((len(item.bands), *target.shape), dtype=np.float32)
+        for positions, read in zip(files, reads, strict=True):
+            part = read.result()
+            if part is None:
+                return None
+            valid &= ~np.isnan(part).any(axis=0)
+            if not valid.any():
+                return None  # nothing here where pixels are missing: skip the other bands
+            data[positions] = part
+        return data
+    finally:
+        discard(reads)
 
 
 @contextmanager
@@ -204,31 +209,7 @@ def _asset_errors(item: ItemRef, asset: str, href: str) -> Iterator[None]:
     except ClusterError:
         raise
     except Exception as exc:
-        _evict(href)
         causes = (exc, exc.__cause__ or exc.__context__)  # rasterio puts GDAL's words in a cause
         said = [str(c).strip().rstrip(".") for c in causes if c is not None]
         reason = ": ".join(m for m in said if m and "previous exception" not in m) or repr(exc)
         raise AssetReadError(item.id, asset, href, reason) from exc
-
-
-def _dataset(href: str) -> DatasetReader:
-    """An open dataset for ``href`` from this thread's cache. A local file is reopened
-    when it changed on disk (or vanished), so a replaced file is never read stale."""
-    cache: OrderedDict[str, tuple[DatasetReader, tuple[int, ...] | None]]
-    cache = _local.__dict__.setdefault("cache", OrderedDict())
-    stat = os.stat(href) if "://" not in href else None  # FileNotFoundError: deleted asset
-    stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns) if stat is not None else None
-    if (hit := cache.get(href)) is not None and hit[1] == stamp:
-        cache.move_to_end(href)
-        return hit[0]
-    _evict(href)
-    src = objstore.open_raster(href, BUCKET_ENDPOINTS)
-    cache[href] = (src, stamp)
-    while len(cache) > _MAX_OPEN:
-        cache.popitem(last=False)[1][0].close()
-    return src
-
-
-def _evict(href: str) -> None:
-    if (hit := _local.__dict__.get("cache", {}).pop(href, None)) is not None:
-        hit[0].close()

@@ -10,6 +10,7 @@ goes through GDAL's warper.
 from __future__ import annotations
 
 import math
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -34,14 +35,23 @@ _TOL = 1e-3  # pixels: a lattice this close to whole numbers is treated as exact
 _SHIFT_TOL = 1e-3  # CRS units (mm): two CRSs whose difference varies less are a shift apart
 _CELL = 10_000.0  # CRS units: a CRS shift is verified once per cell of this size
 MASK_OUTSIDE = -1  # mask value for "no mask pixel here", never a valid class
+_local = threading.local()
 
 
 class Target:
-    """A window (or the part of it still to fill): transform, shape and CRS."""
+    """A window (or the part of it still to fill): transform, shape and CRS. A tile's
+    reads run on several threads at once, so the CRS is kept as WKT and each thread
+    uses its own CRS object (GDAL's spatial references fill in caches as they are
+    used, and one used by two threads at once crashed a reader)."""
 
-    def __init__(self, transform: Affine, rows: slice, cols: slice, crs: CRS) -> None:
-        self.transform, self.crs = transform, crs
+    def __init__(self, transform: Affine, rows: slice, cols: slice, crs: CRS | str) -> None:
+        self.transform = transform
+        self.wkt = crs if isinstance(crs, str) else crs.to_wkt()
         self.shape = (rows.stop - rows.start, cols.stop - cols.start)
+
+    @property
+    def crs(self) -> CRS:
+        return crs(self.wkt)
 
     @property
     def bounds(self) -> Bounds:
@@ -76,7 +86,7 @@ def _lattice(src: DatasetReader, target: Target) -> Lattice | None:
     st, tt = src.transform, target.transform
     if st.b or st.d or tt.b or tt.d:
         return None
-    shift = _shift(src.crs.to_wkt(), target.crs.to_wkt(), target.bounds)
+    shift = _shift(src.crs.to_wkt(), target.wkt, target.bounds)
     if shift is None:
         return None
     sx, sy = tt.a / st.a, tt.e / st.e
@@ -150,7 +160,7 @@ def _warp(
     """GDAL's warper, for what the lattice shortcuts cannot do: only the source
     window under the target (plus the kernel's reach) is read."""
     h, w = target.shape
-    box = _source_box(src.crs.to_wkt(), target.crs.to_wkt(), target.bounds)
+    box = _source_box(src.crs.to_wkt(), target.wkt, target.bounds)
     need = window_from_bounds(*box, transform=src.transform)
     ratio = math.sqrt(need.width / w * need.height / h)  # target pixel size in source pixels
     margin = 3 + math.ceil(ratio)  # kernel reach of bilinear/cubic/average, in source pixels
@@ -223,12 +233,18 @@ def _source_box(src_wkt: str, dst_wkt: str, bounds: Bounds) -> Bounds:
     return transform_bounds(crs(dst_wkt), crs(src_wkt), *bounds)
 
 
-@lru_cache(maxsize=64)
 def crs(text: str) -> CRS:
-    try:
-        return CRS.from_user_input(text)
-    except Exception as exc:
-        raise ClusterError(f"CRS {text!r} is not one rasterio knows ({exc})") from exc
+    """The CRS of ``text``, this thread's own object (made once per thread)."""
+    cache: dict[str, CRS] = _local.__dict__.setdefault("crs", {})
+    if (hit := cache.get(text)) is None:
+        try:
+            hit = CRS.from_user_input(text)
+        except Exception as exc:
+            raise ClusterError(f"CRS {text!r} is not one rasterio knows ({exc})") from exc
+        if len(cache) >= 64:
+            cache.clear()
+        cache[text] = hit
+    return hit
 
 
 @lru_cache(maxsize=256)

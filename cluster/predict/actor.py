@@ -130,7 +130,7 @@ class Predictor:
             if self.pool is not None:
                 inputs = self.pool.read(tile_ids)
             else:
-                inputs = [self.reader.read(t) for t in tile_ids]
+                inputs = self.reader.read_many(tile_ids)
             results = [i.result for i in inputs]
             maps = self._map([(i.result.tile_id, i.x, i.keep) for i in inputs if i.x is not None])
             del inputs  # their shared memory, free while writing

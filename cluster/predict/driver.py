@@ -77,6 +77,9 @@ class Summary:
     gap_px: int = 0  # mapped pixels nodata for want of a sub-period of the stack
     filled_px: int = 0  # mapped pixels with a sub-period filled from its neighbour
     lost: list[str] = field(default_factory=list)  # actors that died and were replaced
+    retries: int = 0  # requests to object storage retried (throttle.take)
+    throttled: int = 0  # of them answered 429/503: slow down
+    slowed: int = 0  # times a reader halved its requests in flight for it
 
     @property
     def tiles_per_s(self) -> float:
@@ -97,6 +100,11 @@ class Summary:
             out.append(
                 f"{self.gap_px:,} mapped px left nodata for want of a sub-period, "
                 f"{self.filled_px:,} px filled from a neighbouring sub-period"
+            )
+        if self.retries:
+            out.append(
+                f"object storage: {self.retries:,} requests retried, {self.throttled:,} of them "
+                f"throttled (429/503); requests in flight halved {self.slowed:,} times"
             )
         out += [f"FAILED {msg}" for msg in self.failed.values()]
         out += [f"REPLACED {msg}" for msg in self.lost]
@@ -191,9 +199,10 @@ def connect_ray() -> None:
 def _depth(spec: RunSpec, batch: int, readers: int, tile_bytes: int) -> int:
     """Batches queued per actor: at least ``spec.in_flight``, and enough that every
     reader has a run of its columns in hand while a batch is on the model (see
-    ``ReaderPool``), but no more than the memory budget holds (each queued batch's
-    inputs wait in its shared-memory slots)."""
-    wanted = max(spec.in_flight, -(-2 * COLUMN_RUN * readers // batch) + 1)
+    ``ReaderPool``) and its tiles in flight to read, but no more than the memory
+    budget holds (each queued batch's inputs wait in its shared-memory slots)."""
+    per_reader = max(2 * COLUMN_RUN, spec.setup.tiles_in_flight)
+    wanted = max(spec.in_flight, -(-per_reader * readers // batch) + 1)
     return max(2, min(wanted, spec.read_ahead_mb * 2**20 // (batch * tile_bytes)))
 
 
@@ -291,6 +300,9 @@ def run_predict(
         while fleet.busy():
             results = fleet.wait()
             for result in results:
+                summary.retries += result.retries
+                summary.throttled += result.throttled
+                summary.slowed += result.slowed
                 if result.ok:
                     summary.done += 1
                     summary.gap_px += result.gap_px

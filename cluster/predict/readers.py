@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.errors import ClusterError
+from cluster.imagery import inflight, throttle
 from cluster.imagery.composite import Stack, read_stack
 from cluster.predict.inputcheck import InputCheckError, check_tile
 from cluster.predict.setup import PredictorSetup, TileResult, open_catalog, read_card, time_recipe
@@ -79,6 +82,7 @@ class TileReader:
         if nice:
             os.nice(nice)
         configure_gdal()
+        inflight.set_requests(setup.requests_in_flight, setup.handles_per_file)
         self.setup = setup
         self.card = card or read_card(setup.checkpoint)
         self.grid = setup.grid
@@ -88,6 +92,11 @@ class TileReader:
         self.mean = np.asarray(self.card.mean, dtype=np.float32)
         self.std = np.asarray(self.card.std, dtype=np.float32)
         self._store: TileStore | None = None  # opened at the first write: the driver makes it
+        self._store_lock = threading.Lock()
+        # Tiles read at once: each waits on its files' round trips while others decode.
+        self._tiles = ThreadPoolExecutor(
+            setup.tiles_in_flight, "statemap-tile", initializer=inflight.enter_env
+        )
         # The actor's input slots, mapped and touched now: each page a reader first
         # writes faults, and a short run would time it (1,300 faults a 512-px tile).
         self._slots = AttachedSlots(slots, touch=True) if slots else None
@@ -120,9 +129,11 @@ class TileReader:
             tile = Tile.parse(tile_id)
             stack = self.stack(tile)
         except InputCheckError as exc:
-            return TileInput(TileResult(tile_id, False, f"tile {tile_id}: {exc}", fatal=True))
+            return TileInput(TileResult(tile_id, False, f"tile {tile_id}: {exc}", fatal=True,
+                                        **throttle.take()))  # fmt: skip
         except ClusterError as exc:
-            return TileInput(TileResult(tile_id, False, f"tile {tile_id}: {exc}"))
+            return TileInput(TileResult(tile_id, False, f"tile {tile_id}: {exc}",
+                                        **throttle.take()))  # fmt: skip
         h, size = self.grid.halo, self.grid.tile_size
         core = (slice(h, h + size), slice(h, h + size))
         inside = region_mask(self.grid, tile, self.region)
@@ -133,11 +144,15 @@ class TileReader:
             gap, filled = int((gaps & ~fills).sum()), int(fills.sum())
         x = normalize(stack.data, self.mean, self.std)
         result = TileResult(tile_id, True, read_s=time.perf_counter() - start,
-                            gap_px=gap, filled_px=filled)  # fmt: skip
+                            gap_px=gap, filled_px=filled, **throttle.take())  # fmt: skip
         return TileInput(result, x, keep)
 
     def read_many(self, tile_ids: Sequence[str]) -> list[TileInput]:
-        return [self.read(t) for t in tile_ids]
+        """:meth:`read` of each tile, ``setup.tiles_in_flight`` of them at once; calls
+        made at once (a threaded actor's) share that bound."""
+        if len(tile_ids) == 1:
+            return [self.read(tile_ids[0])]
+        return list(self._tiles.map(self.read, tile_ids))
 
     def read_into(
         self, tile_ids: Sequence[str], slots: Sequence[int]
@@ -146,20 +161,23 @@ class TileReader:
         returned; whether there is one (else the slot is left as it was)."""
         if self._slots is None:
             raise ClusterError("read_into on a reader started without its actor's slots")
-        out = []
-        for tile_id, slot in zip(tile_ids, slots, strict=True):
+        into = self._slots
+
+        def read(tile_id: str, slot: int) -> tuple[TileResult, bool]:
             tile_input = self.read(tile_id)
             if tile_input.x is not None:
-                self._slots.x[slot] = tile_input.x
-                self._slots.keep[slot] = tile_input.keep
-            out.append((tile_input.result, tile_input.x is not None))
-        return out
+                into.x[slot] = tile_input.x
+                into.keep[slot] = tile_input.keep
+            return tile_input.result, tile_input.x is not None
+
+        return list(self._tiles.map(read, tile_ids, slots))
 
     def write(self, tile_id: str, classes: np.ndarray, confidence: np.ndarray) -> None:
         """Write a tile's class map and confidence (uint8, nodata already set) into its
         own chunks: no other tile's writer touches them."""
-        if self._store is None:
-            self._store = TileStore.open(self.setup.store, writable=True)
+        with self._store_lock:
+            if self._store is None:
+                self._store = TileStore.open(self.setup.store, writable=True)
         self._store.write_tile(Tile.parse(tile_id), classes, confidence)
 
     def write_many(self, maps: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> None:
@@ -178,8 +196,10 @@ def cpus_per_gpu() -> int:
 class ReaderPool:
     """``n`` :class:`TileReader` actors on the calling actor's node, each with its columns.
 
-    Each reader is one process working through its queue in order, so tiles
-    submitted ahead are read while the model runs; how far ahead is up to the
+    Each reader is one process taking the calls of all the batches its actor
+    holds at once (a threaded actor), reading up to ``setup.tiles_in_flight``
+    of their tiles together, so tiles submitted ahead are read while the model
+    runs and while other tiles wait for their files; how far ahead is up to the
     caller (the driver bounds the batches an actor holds by a memory budget).
     A reader that dies alone is restarted and its calls retried (a read has no
     side effects, a rewritten tile is byte-identical); one whose node is lost
@@ -191,8 +211,10 @@ class ReaderPool:
     ) -> None:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         remote = ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)(TileReader).options(
-            scheduling_strategy=here, runtime_env=TILE_WORKER_ENV
-        )
+            # every batch the actor holds reads at once, and writes beside them
+            scheduling_strategy=here, runtime_env=TILE_WORKER_ENV,
+            max_concurrency=setup.queued + 1,
+        )  # fmt: skip
         self.readers = [remote.remote(setup, card, READER_NICE, slots) for _ in range(max(n, 1))]
         ray.get([reader.pid.remote() for reader in self.readers])  # started: time tiles only
 

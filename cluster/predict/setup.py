@@ -41,6 +41,9 @@ class PredictorSetup:
     queued: int = 1  # batches an actor holds at once (its calls in flight): its input slots
     compile: bool = False  # torch.compile the U-Net (run.compile)
     null_model: bool = False  # bench/feed.py: the U-Net skipped, everything else as run
+    tiles_in_flight: int = 8  # tiles a reader process reads at once (run.tiles_in_flight)
+    requests_in_flight: int = 32  # its file reads in flight at most (run.requests_in_flight)
+    handles_per_file: int = 2  # open datasets per file in a reader (run.handles_per_file)
 
     @property
     def year(self) -> int | None:
@@ -59,6 +62,10 @@ class TileResult:
     fatal: bool = False  # the inputs are wrong, not just this tile: stop the run
     gap_px: int = 0  # mapped pixels left nodata for want of a sub-period
     filled_px: int = 0  # mapped pixels with a sub-period filled from its neighbour
+    # Object storage in the reader's process since its previous tile (throttle.take):
+    retries: int = 0  # requests retried
+    throttled: int = 0  # of them answered 429/503 (slow down)
+    slowed: int = 0  # times the requests in flight were halved for it
 
 
 def input_shape(card: ModelCard, grid: Grid) -> tuple[int, int, int]:

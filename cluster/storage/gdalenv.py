@@ -60,9 +60,15 @@ DEFAULTS: dict[str, str] = {
     "GDAL_INGESTED_BYTES_AT_OPEN": "32768",
     # Block cache in MB; a per-process figure, so actors sharing a node share it sanely.
     "GDAL_CACHEMAX": "512",
-    # Transient 429/5xx from object stores are retried instead of failing a tile.
-    "GDAL_HTTP_MAX_RETRY": "3",
+    # Transient 429/5xx, reset connections and timeouts are retried instead of failing
+    # a tile: 5 times, after 1 s, then about 2, 4, 8 and 16 (GDAL doubles the delay,
+    # with jitter); cluster.imagery.throttle counts them and slows down on 429/503.
+    "GDAL_HTTP_MAX_RETRY": "5",
     "GDAL_HTTP_RETRY_DELAY": "1",
+    # A response that stalls is cut and retried: a ranged read of a few MB takes well
+    # under a second in a region, 30 s is a dead one.
+    "GDAL_HTTP_TIMEOUT": "30",
+    "GDAL_HTTP_CONNECTTIMEOUT": "10",
     # GDAL_NUM_THREADS is deliberately left unset (GDAL decompresses on the
     # calling thread): the cores belong to the model running beside the reader.
 }

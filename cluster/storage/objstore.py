@@ -33,7 +33,9 @@ carries none.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -47,12 +49,14 @@ from urllib.request import url2pathname
 import rasterio
 import rasterio.errors
 from pystac.stac_io import DefaultStacIO
+from zarr.storage import LocalStore, ObjectStore, WrapperStore
 
 from cluster.errors import ClusterError
 from cluster.storage.gdalenv import ENDPOINT_VARS, bucket_env, bucket_var
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
+    from zarr.abc.buffer import Buffer
     from zarr.abc.store import Store
 
 __all__ = [
@@ -163,13 +167,10 @@ class S3Settings:
 
 def zarr_store(uri: str, read_only: bool) -> Store:
     """A zarr v3 Store for ``uri``: ``LocalStore``, or ``ObjectStore`` over obstore's S3Store."""
-    from zarr.storage import LocalStore
-
     if not is_s3(uri):
         return LocalStore(local_path(uri), read_only=read_only)
     try:
         from obstore.store import S3Store
-        from zarr.storage import ObjectStore
     except ImportError as exc:
         raise ClusterError(f"store {uri}: s3:// stores need obstore (pip install obstore)") from exc
     bucket, key = split_s3(uri)
@@ -184,7 +185,30 @@ def zarr_store(uri: str, read_only: bool) -> Store:
         client_options={"allow_http": True} if settings.http else None,
         **config,
     )
-    return ObjectStore(store, read_only=read_only)
+    return _CreatesRetried(ObjectStore(store, read_only=read_only))
+
+
+_CREATE_TRIES = 5
+
+
+class _CreatesRetried(WrapperStore[ObjectStore]):
+    """obstore retries a request that failed on the way (a reset connection, a response
+    cut off) only where repeating it is harmless, which it does not assume of a
+    conditional create (``If-None-Match: *``), zarr's way of writing a new group's
+    metadata. Here it is harmless: a create that had landed answers "already exists"
+    when repeated, which zarr takes as done. Only such failures are retried: an
+    answer from the server (denied, no bucket) is final."""
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        from obstore.exceptions import GenericError
+
+        for attempt in range(_CREATE_TRIES):
+            try:
+                return await self._store.set_if_not_exists(key, value)
+            except GenericError:
+                if attempt == _CREATE_TRIES - 1:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt * (1 + random.random()))
 
 
 # --- small objects: boto3 ------------------------------------------------------------

