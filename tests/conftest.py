@@ -107,4 +107,5 @@ def predict_config(sample: Path, folder: Path, **grid_or_run: object) -> Path:
     return path
 
 
+from tests.azurite import azurite  # noqa: E402, F401
 from tests.s3server import s3_server  # noqa: E402, F401

@@ -43,7 +43,7 @@ from rasterio.io import DatasetReader
 from rasterio.session import DummySession
 
 from cluster.errors import ClusterError
-from cluster.imagery import throttle
+from cluster.imagery import signing, throttle
 from cluster.imagery.providers import BUCKET_ENDPOINTS
 from cluster.storage import objstore
 
@@ -66,7 +66,9 @@ _MAX_IDLE = 256  # idle handles kept: the items of the tiles in flight and their
 # queue the tiles in flight on the file they all need.
 DEFAULT_HANDLES = 2
 
-Stamp = tuple[int, int, int] | None
+# What a handle was opened on: a local file's (inode, size, mtime), a signed href's
+# token expiry, or None.
+Stamp = tuple[int, int, int] | float | None
 _lock = threading.Lock()
 _pools: dict[bool, ThreadPoolExecutor] = {}  # remote or not -> its request threads
 _size = DEFAULT_REQUESTS
@@ -145,13 +147,19 @@ def dataset(href: str) -> Iterator[DatasetReader]:
     thread wanting one more waits for one to come back. A local file is reopened
     when it changed on disk (or vanished: FileNotFoundError), so a replaced file is
     never read stale. A read that fails closes the handle and every idle one of the
-    file, so a repaired file is reopened next time."""
-    stat = os.stat(href) if "://" not in href else None
-    stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns) if stat is not None else None
+    file, so a repaired file is reopened next time. A provider's href that must be
+    signed is opened signed (``cluster.imagery.signing``), and a handle opened with
+    a token is not used past the token's renewal."""
+    stamp: Stamp
+    if "://" in href:
+        path, stamp = signing.sign(href)
+    else:
+        stat = os.stat(href)
+        path, stamp = href, (stat.st_ino, stat.st_size, stat.st_mtime_ns)
     src = _take(href, stamp)
     if src is None:
         try:
-            src = objstore.open_raster(href, BUCKET_ENDPOINTS)
+            src = objstore.open_raster(path, BUCKET_ENDPOINTS)
         except BaseException:
             _forget(href, 1)
             raise

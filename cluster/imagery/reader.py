@@ -26,6 +26,7 @@ from cluster.errors import ClusterError
 from cluster.imagery.inflight import close_datasets, dataset, discard, submit
 from cluster.imagery.resample import MASK_OUTSIDE, Methods, Target, sample
 from cluster.imagery.resample import crs as crs_of
+from cluster.imagery.signing import SigningError, redact
 from cluster.imagery.stacitem import BandSource, ItemRef
 from cluster.storage.gdalenv import configure_gdal
 
@@ -50,8 +51,8 @@ class AssetReadError(ClusterError):
 
     def __init__(self, item_id: str, asset: str, href: str, reason: str) -> None:
         self.item_id, self.asset, self.href, self.reason = item_id, asset, href, reason
-        super().__init__(
-            f"item {item_id} asset {asset!r} ({href}) cannot be read: {reason}. Only tiles "
+        super().__init__(  # an href may carry a provider's token: not into messages
+            f"item {item_id} asset {asset!r} ({redact(href)}) cannot be read: {reason}. Only tiles "
             "needing it fail; repair or replace the file (or drop the item) and rerun them"
         )
 
@@ -206,10 +207,13 @@ def _asset_errors(item: ItemRef, asset: str, href: str) -> Iterator[None]:
     file leaves the cache so that a repaired one is reopened next time."""
     try:
         yield
+    except SigningError as exc:
+        raise AssetReadError(item.id, asset, href, str(exc)) from None
     except ClusterError:
         raise
     except Exception as exc:
         causes = (exc, exc.__cause__ or exc.__context__)  # rasterio puts GDAL's words in a cause
         said = [str(c).strip().rstrip(".") for c in causes if c is not None]
         reason = ": ".join(m for m in said if m and "previous exception" not in m) or repr(exc)
-        raise AssetReadError(item.id, asset, href, reason) from exc
+        clean = redact(reason)  # GDAL names the URL it opened: signed, for some providers
+        raise AssetReadError(item.id, asset, href, clean) from (exc if clean == reason else None)
