@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -90,6 +93,43 @@ def trained_sample(tmp_path_factory) -> Path:
     config["run"]["flush_seconds"] = 0
     (out / "predict.yaml").write_text(yaml.safe_dump(config))
     return out
+
+
+def store_tree(store: Path) -> dict[str, bytes]:
+    """Every file of a store (arrays, attributes, the done record) by relative path:
+    two runs' stores compare equal when byte-identical."""
+    return {
+        p.relative_to(store).as_posix(): p.read_bytes() for p in store.rglob("*") if p.is_file()
+    }
+
+
+@contextlib.contextmanager
+def environ(**values: str) -> Iterator[None]:
+    """``os.environ`` with ``values`` set (empty: removed) for the block, as it was after;
+    for Ray started inside it, whose workers take the environment they start in."""
+    saved = {name: os.environ.pop(name, None) for name in values}
+    os.environ.update({name: value for name, value in values.items() if value})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
+
+
+def config_on_s3(server: Any, sample: Path, config: Path, inputs: str, store: str) -> Path:
+    """``config`` (a run of ``sample``) with its catalog, region and checkpoint uploaded
+    to ``inputs`` on the S3 ``server`` and its store at ``store`` there; written beside
+    it as remote.yaml."""
+    root = server.upload_tree(sample, inputs)
+    doc = yaml.safe_load(config.read_text())
+    for key in ("catalog", "region", "checkpoint"):
+        doc[key] = f"{root}/{Path(doc[key]).relative_to(sample).as_posix()}"
+    doc["store"] = server.uri(store)
+    remote = config.parent / "remote.yaml"
+    remote.write_text(yaml.safe_dump(doc))
+    return remote
 
 
 def predict_config(sample: Path, folder: Path, **grid_or_run: object) -> Path:

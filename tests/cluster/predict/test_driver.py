@@ -28,6 +28,7 @@ from cluster.predict.store import TileStore
 from jobs.config import load_predict_config
 from tests.conftest import SAMPLE_SPEC as SPEC
 from tests.conftest import predict_config as _config
+from tests.conftest import store_tree
 from unet.checkpoint import load_checkpoint, save_checkpoint
 from unet.data import normalize
 
@@ -39,12 +40,6 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-def _tree(store: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()
-    }
 
 
 def _predictor_pids() -> list[int]:
@@ -176,7 +171,7 @@ def test_killed_run_resumes_to_identical_store(trained_sample, local_ray, tmp_pa
         load_predict_config(config), progress=False, on_result=lambda r: computed.append(r.tile_id)
     )
     assert summary.skipped == before and summary.done == total - before == len(computed)
-    assert _tree(cut / "map.zarr") == _tree(ref_dir / "map.zarr")
+    assert store_tree(cut / "map.zarr") == store_tree(ref_dir / "map.zarr")
 
 
 def test_killed_actor_is_survived(reference, trained_sample, tmp_path):
@@ -193,7 +188,7 @@ def test_killed_actor_is_survived(reference, trained_sample, tmp_path):
     spec = load_predict_config(_config(trained_sample, tmp_path))
     summary = run_predict(spec, progress=False, on_result=kill_once)
     assert killed and not summary.failed and summary.done == 36
-    assert _tree(tmp_path / "map.zarr") == _tree(ref_store)
+    assert store_tree(tmp_path / "map.zarr") == store_tree(ref_store)
 
 
 def test_reader_processes_map_what_the_actor_reading_itself_maps(
@@ -212,7 +207,7 @@ def test_reader_processes_map_what_the_actor_reading_itself_maps(
     before = segments()
     summary = run_predict(dataclasses.replace(spec, readers=2), progress=False)
     assert summary.done == 36 and not summary.failed
-    assert _tree(tmp_path / "map.zarr") == _tree(ref_store)
+    assert store_tree(tmp_path / "map.zarr") == store_tree(ref_store)
     assert segments() <= before, "the actor's input slots outlived the run"
 
 

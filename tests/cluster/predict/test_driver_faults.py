@@ -5,48 +5,47 @@ what it went through."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import contextlib
 
 import pytest
 import ray
-import yaml
 
 from cluster.predict.driver import run_predict
 from jobs.config import load_predict_config
-from tests.conftest import predict_config
+from tests.conftest import config_on_s3, environ, predict_config, store_tree
 from tests.faultproxy import FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
 
 TIMEOUT_S, STALL_S = 2, 6  # GDAL_HTTP_TIMEOUT, and how long a stalled response hangs
-# What the run's clients read from the environment: pointed at the proxy, restored after.
-_ENV = ("AWS_ENDPOINT_URL", "AWS_S3_ENDPOINT", "AWS_HTTPS", "GDAL_HTTP_TIMEOUT")
 
 
 @pytest.fixture(scope="module")
 def faulty(s3_server):
-    """The proxy before the server, and Ray started with the run's environment on it."""
-    saved = {name: os.environ.pop(name, None) for name in _ENV}
-    with FaultProxy(s3_server.ports["s3"], slowdown=0.05, reset=0.01, stall=0.01,
-                    stall_s=STALL_S, seed=23) as proxy:  # fmt: skip
-        os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint_url
-        os.environ["GDAL_HTTP_TIMEOUT"] = str(TIMEOUT_S)
+    """The proxy before the server, and Ray started with the run's environment on it
+    (AWS_S3_ENDPOINT and AWS_HTTPS derived again from the proxy's endpoint)."""
+    with contextlib.ExitStack() as stack:
+        proxy = stack.enter_context(
+            FaultProxy(
+                s3_server.ports["s3"],
+                slowdown=0.05,
+                reset=0.01,
+                stall=0.01,
+                stall_s=STALL_S,
+                seed=23,
+            )
+        )
+        stack.enter_context(
+            environ(
+                AWS_ENDPOINT_URL=proxy.endpoint_url,
+                AWS_S3_ENDPOINT="",
+                AWS_HTTPS="",
+                GDAL_HTTP_TIMEOUT=str(TIMEOUT_S),
+            )
+        )
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            yield proxy
-        finally:
-            ray.shutdown()
-            for name, value in saved.items():
-                os.environ.pop(name, None)
-                if value is not None:
-                    os.environ[name] = value
-
-
-def _tree(store: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(store).as_posix(): p.read_bytes() for p in store.rglob("*") if p.is_file()
-    }
+        stack.callback(ray.shutdown)
+        yield proxy
 
 
 def test_a_run_through_faults_equals_an_undisturbed_run(trained_sample, s3_server, faulty,
@@ -55,20 +54,14 @@ def test_a_run_through_faults_equals_an_undisturbed_run(trained_sample, s3_serve
     undisturbed = run_predict(load_predict_config(local), progress=False)
     assert undisturbed.done == 36 and not undisturbed.failed and undisturbed.retries == 0
 
-    root = s3_server.upload_tree(trained_sample, "faults/inputs")
-    doc = yaml.safe_load(local.read_text())
-    for key in ("catalog", "region", "checkpoint"):
-        doc[key] = f"{root}/{Path(doc[key]).relative_to(trained_sample).as_posix()}"
-    doc["store"] = s3_server.uri("faults/map.zarr")
-    remote = tmp_path / "remote.yaml"
-    remote.write_text(yaml.safe_dump(doc))
+    remote = config_on_s3(s3_server, trained_sample, local, "faults/inputs", "faults/map.zarr")
     before = faulty.counts()
     summary = run_predict(load_predict_config(remote), progress=False)
     seen = {k: v - before[k] for k, v in faulty.counts().items()}
     print(f"\nproxy: {seen}\n" + "\n".join(summary.lines()))
 
     assert summary.done == 36 and not summary.failed
-    assert s3_server.objects("faults/map.zarr") == _tree(tmp_path / "local" / "map.zarr")
+    assert s3_server.objects("faults/map.zarr") == store_tree(tmp_path / "local" / "map.zarr")
     assert seen["slowdown"] > 0 and seen["requests"] > 200
     # GDAL's retries of the imagery, counted by the readers and summed by the driver.
     faults = seen["slowdown"] + seen["reset"] + seen["stall"]

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import ray
-import yaml
 
 from cluster.predict.driver import run_predict
 from jobs.compile import compile_to
 from jobs.config import load_predict_config
-from tests.conftest import predict_config
+from tests.conftest import config_on_s3, predict_config, store_tree
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
 
@@ -26,30 +25,18 @@ def s3_ray(s3_server):
     ray.shutdown()
 
 
-def _tree(store: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(store).as_posix(): p.read_bytes() for p in store.rglob("*") if p.is_file()
-    }
-
-
 def test_run_on_object_storage_equals_local_run(trained_sample, s3_ray, tmp_path):
     server = s3_ray
     local = predict_config(trained_sample, tmp_path / "local", run_id="same-run")
     summary = run_predict(load_predict_config(local), progress=False)
     assert summary.done == 36 and not summary.failed
 
-    root = server.upload_tree(trained_sample, "inputs")
-    doc = yaml.safe_load(local.read_text())
-    for key in ("catalog", "region", "checkpoint"):
-        doc[key] = f"{root}/{Path(doc[key]).relative_to(trained_sample).as_posix()}"
-    doc["store"] = server.uri("runs/map.zarr")
-    remote = tmp_path / "remote.yaml"
-    remote.write_text(yaml.safe_dump(doc))
+    remote = config_on_s3(server, trained_sample, local, "inputs", "runs/map.zarr")
     summary = run_predict(load_predict_config(remote), progress=False)
     assert summary.done == 36 and not summary.failed
 
     objects = server.objects("runs/map.zarr")
-    assert objects == _tree(tmp_path / "local" / "map.zarr")
+    assert objects == store_tree(tmp_path / "local" / "map.zarr")
     for body in objects.values():
         assert server.secret_key.encode() not in body and server.access_key.encode() not in body
 

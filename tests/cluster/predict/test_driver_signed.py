@@ -4,7 +4,7 @@ token endpoint that expire mid-run. The map equals the same items read from loca
 
 from __future__ import annotations
 
-import os
+import contextlib
 import time
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import yaml
 from cluster.predict.driver import run_predict
 from jobs.config import load_predict_config
 from tests.azurite import TokenEndpoint, publish
-from tests.conftest import predict_config
+from tests.conftest import environ, predict_config, store_tree
 from tests.netproxy import DelayProxy
 
 pytestmark = [pytest.mark.slow]
@@ -24,32 +24,23 @@ pytestmark = [pytest.mark.slow]
 # 1.5 s to spare; the run reads one file at a time (~10 s 50 ms away), so its tokens
 # are renewed several times.
 LIFETIME_S = 3
-_ENV = ("STATEMAP_SAS_TOKEN_URL", "STATEMAP_SAS_HOSTS")
 
 
 @pytest.fixture(scope="module")
 def signed_ray(azurite):
     """The token endpoint, a proxy 50 ms before Azurite, and Ray started with the
     environment that names them."""
-    saved = {name: os.environ.pop(name, None) for name in _ENV}
-    with TokenEndpoint(LIFETIME_S) as endpoint, DelayProxy(azurite.port, 50) as proxy:
-        os.environ["STATEMAP_SAS_TOKEN_URL"] = endpoint.url
-        os.environ["STATEMAP_SAS_HOSTS"] = f"127.0.0.1:{proxy.port}"
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(TokenEndpoint(LIFETIME_S))
+        proxy = stack.enter_context(DelayProxy(azurite.port, 50))
+        stack.enter_context(
+            environ(
+                STATEMAP_SAS_TOKEN_URL=endpoint.url, STATEMAP_SAS_HOSTS=f"127.0.0.1:{proxy.port}"
+            )
+        )
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            yield endpoint, proxy
-        finally:
-            ray.shutdown()
-            for name, value in saved.items():
-                os.environ.pop(name, None)
-                if value is not None:
-                    os.environ[name] = value
-
-
-def _tree(store: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(store).as_posix(): p.read_bytes() for p in store.rglob("*") if p.is_file()
-    }
+        stack.callback(ray.shutdown)
+        yield endpoint, proxy
 
 
 def test_a_run_on_signed_blobs_equals_a_local_run(trained_sample, azurite, signed_ray, tmp_path):
@@ -72,6 +63,7 @@ def test_a_run_on_signed_blobs_equals_a_local_run(trained_sample, azurite, signe
     print(f"\n{seconds:.1f} s, {endpoint.issued['sample']} tokens")
 
     assert summary.done == 36 and not summary.failed
-    assert _tree(tmp_path / "signed" / "map.zarr") == _tree(tmp_path / "local" / "map.zarr")
+    signed_store, local_store = (tmp_path / run / "map.zarr" for run in ("signed", "local"))
+    assert store_tree(signed_store) == store_tree(local_store)
     # The driver's and the actor's first tokens, and at least one renewed mid-run.
     assert endpoint.issued["sample"] >= 3

@@ -38,6 +38,7 @@ from cluster.sample.catalog import SampleRegion, write_region
 from cluster.sample.scene import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
 from jobs.config import PredictConfig
 from jobs.sample import predict_config
+from tests.conftest import store_tree
 from unet.checkpoint import ModelCard, save_checkpoint
 from unet.model import UNet, UNetConfig
 
@@ -263,13 +264,6 @@ def _spec(sample: tuple[Path, SampleRegion], folder: Path) -> RunSpec:
     return PredictConfig.model_validate(doc).to_spec(out)
 
 
-def _tree(store: Path) -> dict[str, bytes]:
-    """Every file of a store: arrays, attributes and the done record."""
-    return {
-        str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()
-    }
-
-
 @pytest.fixture(scope="module")
 def reference(cluster, sample, tmp_path_factory) -> Path:
     """An undisturbed run on both nodes."""
@@ -311,7 +305,7 @@ def test_lost_node_is_survived(cluster, sample, reference, tmp_path):
     assert summary.lost and "holding 0 tiles" not in summary.lost[0]
     print(f"node declared dead {cluster.wait_worker_dead():.1f} s after the kill")
     assert len(TileStore.open(str(tmp_path / "map.zarr")).done_tiles()) == TILES
-    assert _tree(tmp_path / "map.zarr") == _tree(reference)
+    assert store_tree(tmp_path / "map.zarr") == store_tree(reference)
 
 
 def test_actors_lost_past_the_limit_stop_the_run_and_keep_what_is_done(
@@ -333,4 +327,4 @@ def test_actors_lost_past_the_limit_stop_the_run_and_keep_what_is_done(
     cluster.ensure_worker()
     summary = run_predict(_spec(sample, tmp_path), progress=False)
     assert summary.skipped == done and summary.done == TILES - done and not summary.failed
-    assert _tree(tmp_path / "map.zarr") == _tree(reference)
+    assert store_tree(tmp_path / "map.zarr") == store_tree(reference)

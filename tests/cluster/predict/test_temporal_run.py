@@ -20,6 +20,7 @@ from cluster.training.train import train_from_catalog
 from jobs.config import load_predict_config
 from jobs.sample import write_phenology_sample
 from jobs.trainconfig import load_train_config
+from tests.conftest import store_tree
 
 pytestmark = pytest.mark.slow
 
@@ -37,11 +38,6 @@ def stack_model(tmp_path_factory, local_ray) -> tuple[Path, Path]:
     result = train_from_catalog(load_train_config(train_yaml), progress=False, log=lambda _: None)
     assert result.steps == 40
     return out, predict_yaml
-
-
-def _tree(store: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*"))
-            if p.is_file()}  # fmt: skip
 
 
 def _config(predict_yaml: Path, folder: Path, **changes: object) -> Path:
@@ -90,7 +86,7 @@ def test_stack_map_matches_training_and_resumes_byte_identical(stack_model, tmp_
     assert 1 <= before < 4
     resumed = run_predict(load_predict_config(cut_yaml), progress=False)
     assert resumed.skipped == before and resumed.done == 4 - before
-    assert _tree(tmp_path / "cut" / "map.zarr") == _tree(tmp_path / "whole" / "map.zarr")
+    assert store_tree(tmp_path / "cut" / "map.zarr") == store_tree(tmp_path / "whole" / "map.zarr")
 
 
 def _without_autumn(out: Path, folder: Path) -> Path:
