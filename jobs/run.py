@@ -27,6 +27,7 @@ from cluster.predict.driver import VERSION, RunSpec, run_predict
 from cluster.predict.setup import checkpoint_bytes
 from cluster.storage import objstore
 from cluster.storage.gdalenv import configure_gdal
+from cluster.storage.redact import redact
 from jobs.compile import RunLinks, compile_to
 from jobs.config import RegionConfig, load_region_config, resolve_uri
 from jobs.errors import guarded
@@ -161,7 +162,8 @@ def _publish_config(run: RegionRun) -> str:
     doc = run.config.model_dump(mode="json", exclude_none=True)
     doc["period"] = {"start": run.period.start_iso, "end": run.period.end_iso}
     uri = f"{run.maps}/config.yaml"
-    objstore.write_bytes_atomic(uri, yaml.safe_dump(doc, sort_keys=False).encode())
+    text = redact(yaml.safe_dump(doc, sort_keys=False))  # a catalog URL's token, say
+    objstore.write_bytes_atomic(uri, text.encode())
     return uri
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from cluster.storage import objstore
+from cluster.storage.redact import redact
 from jobs.errors import ConfigError
 
 RECORD = "run.json"
@@ -53,7 +54,7 @@ class RunRecord:
         return record_uri(self.maps)
 
     def save(self) -> None:
-        body = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        body = redact(json.dumps(asdict(self), indent=2, sort_keys=True)) + "\n"
         objstore.write_bytes_atomic(self.uri, body.encode())
 
     def line(self) -> str:

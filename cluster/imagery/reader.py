@@ -26,9 +26,10 @@ from cluster.errors import ClusterError
 from cluster.imagery.inflight import close_datasets, dataset, discard, submit
 from cluster.imagery.resample import MASK_OUTSIDE, Methods, Target, sample
 from cluster.imagery.resample import crs as crs_of
-from cluster.imagery.signing import SigningError, redact
+from cluster.imagery.signing import SigningError
 from cluster.imagery.stacitem import BandSource, ItemRef
 from cluster.storage.gdalenv import configure_gdal
+from cluster.storage.redact import redact
 
 __all__ = [
     "AssetReadError",
@@ -50,6 +51,7 @@ class AssetReadError(ClusterError):
     with its fields, since Ray ships exceptions between processes."""
 
     def __init__(self, item_id: str, asset: str, href: str, reason: str) -> None:
+        reason = redact(reason)  # GDAL names the URL it opened: signed, for some providers
         self.item_id, self.asset, self.href, self.reason = item_id, asset, href, reason
         super().__init__(  # an href may carry a provider's token: not into messages
             f"item {item_id} asset {asset!r} ({redact(href)}) cannot be read: {reason}. Only tiles "
@@ -215,5 +217,7 @@ def _asset_errors(item: ItemRef, asset: str, href: str) -> Iterator[None]:
         causes = (exc, exc.__cause__ or exc.__context__)  # rasterio puts GDAL's words in a cause
         said = [str(c).strip().rstrip(".") for c in causes if c is not None]
         reason = ": ".join(m for m in said if m and "previous exception" not in m) or repr(exc)
-        clean = redact(reason)  # GDAL names the URL it opened: signed, for some providers
-        raise AssetReadError(item.id, asset, href, clean) from (exc if clean == reason else None)
+        # GDAL's words may name a signed URL: the cause then stays behind, its words too.
+        raise AssetReadError(item.id, asset, href, reason) from (
+            exc if redact(reason) == reason else None
+        )

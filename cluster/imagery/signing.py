@@ -18,8 +18,8 @@ renewing one shortly before it expires (:data:`RENEW_S`, or half its life
 when it is shorter). A dataset opened with a token is not reused past the
 token's renewal (``inflight.dataset`` compares the expiry it was opened with).
 
-:func:`redact` takes signatures, tokens and passwords out of any text naming an
-href or URL, e.g. GDAL's error messages, before it goes into a message or log.
+GDAL's messages name the signed URL it opened: ``cluster.storage.redact`` takes
+the signature out before such a message is used.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import threading
 import time
 import urllib.error
@@ -36,32 +35,18 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from cluster.errors import ClusterError
+from cluster.storage.redact import redact
 
-__all__ = ["PC_TOKEN_URL", "RENEW_S", "SigningError", "redact", "sign", "signer"]
+__all__ = ["PC_TOKEN_URL", "RENEW_S", "SigningError", "sign", "signer"]
 
 PC_TOKEN_URL = "https://planetarycomputer.microsoft.com/api/sas/v1/token"
 RENEW_S = 300.0  # renew a token this long before it expires (PC's live about an hour)
 _TIMEOUT_S = 30.0
 _AZURE_SUFFIX = ".blob.core.windows.net"
 
-# Query parameters that are secrets, or parts of a signature that must not travel
-# without it: SAS (Azure), presigned S3 (SigV4/SigV2), OAuth-style tokens.
-_SECRET_PARAMS = (
-    "sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|awsaccesskeyid"
-    "|token|access_token|sas|code|key|password|skoid|sktid|skt|ske|sks|skv|saoid|suoid"
-)
-_SECRET_QUERY = re.compile(rf"(?i)([?&](?:{_SECRET_PARAMS})=)[^&#\s'\"<>]*")
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"<>]+@")
-
 
 class SigningError(ClusterError):
     """A token for a signed provider's container could not be had."""
-
-
-def redact(text: str) -> str:
-    """``text`` with every URL's signature, token and password replaced by ``REDACTED``."""
-    text = _SECRET_QUERY.sub(r"\1REDACTED", text)
-    return _USERINFO.sub(r"\1REDACTED@", text)
 
 
 @dataclass(frozen=True)

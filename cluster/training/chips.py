@@ -34,6 +34,7 @@ from cluster.imagery.reader import AssetReadError
 from cluster.imagery.temporal import TimeRecipe, run_year
 from cluster.predict.driver import connect_ray
 from cluster.storage.gdalenv import configure_gdal
+from cluster.storage.redact import redact
 from cluster.tiles.grid import Grid
 from cluster.tiles.region import Region
 from cluster.training.chipstore import ChipStore
@@ -70,7 +71,7 @@ class ChipSpec:
         """How imagery becomes model input; the checkpoint records it and a run
         reading another way is refused."""
         return {
-            "catalog": self.catalog,
+            "catalog": redact(self.catalog),  # recorded in the checkpoint: no token
             "collections": list(self.collections) if self.collections else None,
             "period": [self.start, self.end],
             "max_cloud_cover": self.max_cloud_cover,

@@ -1,6 +1,6 @@
 """Signed providers: tokens fetched per container, cached and renewed before they expire;
 reads from a real Azure Blob emulator (Azurite) that refuses unsigned and expired
-requests; secrets taken out of every text that names a URL."""
+requests; a failure to sign names the container and carries no token."""
 
 from __future__ import annotations
 
@@ -19,25 +19,8 @@ from cluster.tiles.grid import Grid, Tile
 from tests.azurite import ACCOUNT, TokenEndpoint, publish
 from tests.netproxy import _free_port
 
-SENTINEL = "Zm9vYmFyc2VjcmV0c2VudGluZWwx"  # a secret's stand-in: it must never show
 SPEC = SampleSpec(width=256, height=256, stand_px=64)
 GRID = Grid(SPEC.crs, SPEC.origin, SPEC.resolution, tile_size=128, halo=16)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        f"https://acct.blob.core.windows.net/c/B04.tif?st=2026&se=2026&sp=rl&sig={SENTINEL}",
-        f"/vsicurl/http://127.0.0.1:1/a/c/b.tif?sv=2021&skoid={SENTINEL}&sig={SENTINEL}%3D",
-        f"GET https://b.s3.amazonaws.com/k?X-Amz-Credential={SENTINEL}&X-Amz-Signature={SENTINEL}",
-        f"endpoint https://user:{SENTINEL}@minio.example:9000/bucket failed",
-        f"HTTP error 403 - https://x.example/f.tif?token={SENTINEL}. Retrying",
-    ],
-)
-def test_secrets_are_taken_out_of_what_names_a_url(text):
-    out = signing.redact(text)
-    assert SENTINEL not in out and "REDACTED" in out
-    assert out.split("?")[0].split("//")[-1].split("@")[-1] in text  # the place stays readable
 
 
 def test_hrefs_are_signed_by_container_and_tokens_renewed_before_they_expire():
@@ -52,7 +35,9 @@ def test_hrefs_are_signed_by_container_and_tokens_renewed_before_they_expire():
         again, _ = signer.sign(f"http://127.0.0.1:9/{ACCOUNT}/box/b.tif?x=1")
         assert "sig=" in first and again.startswith(f"http://127.0.0.1:9/{ACCOUNT}/box/b.tif?x=1&")
         assert endpoint.issued["box"] == 1 and expires is not None
-        time.sleep(2.2)  # past half its life: renewed on next use, before it expires
+        held = signer._tokens[(ACCOUNT, "box")]
+        assert held.expires - held.renew_at >= 2.0  # half its life left when renewed
+        time.sleep(held.renew_at - time.time() + 0.1)  # renewed on next use, still valid
         _, later = signer.sign(f"http://127.0.0.1:9/{ACCOUNT}/box/a.tif")
         assert endpoint.issued["box"] == 2 and later is not None and later > expires
 
