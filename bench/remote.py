@@ -79,14 +79,16 @@ class OneReader(TileReader):
         pin(os.getpid(), {cpu})
         super().__init__(setup)
 
-    def read_all(self, tile_ids: list[str]) -> float:
-        start = time.perf_counter()
+    def read_all(self, tile_ids: list[str]) -> tuple[float, float]:
+        """Seconds to read every tile, and the share of them the process's CPU was busy
+        (all its threads): near 1, the reader is what limits; well below, its imagery."""
+        start, cpu = time.perf_counter(), time.process_time()
         inputs = self.read_many(tile_ids)
         seconds = time.perf_counter() - start
         failed = [i.result.error for i in inputs if not i.result.ok]
         if failed:
             raise RuntimeError(f"{len(failed)} tiles failed, e.g. {failed[0]}")
-        return seconds
+        return seconds, (time.process_time() - cpu) / seconds
 
 
 MASK_ASSET = "scl"
@@ -150,13 +152,16 @@ def pin(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(int(task.name), cpus)
 
 
-def reader_rate(setup: PredictorSetup, tile_ids: list[str]) -> float:
+def reader_rate(setup: PredictorSetup, tile_ids: list[str], busy: list[float]) -> float:
+    """One fresh reader's tiles/s; how busy its CPU was goes into ``busy``."""
     actor = ray.remote(num_cpus=0)(OneReader).options(runtime_env=TILE_WORKER_ENV)
     reader = actor.remote(setup, READER_CPU)
     try:
-        return len(tile_ids) / ray.get(reader.read_all.remote(tile_ids))
+        seconds, share = ray.get(reader.read_all.remote(tile_ids))
     finally:
         ray.kill(reader)
+    busy.append(share)
+    return len(tile_ids) / seconds
 
 
 def odc_rate(setup: PredictorSetup, tile_ids: list[str], pools: list[int], median: bool
@@ -261,9 +266,11 @@ def measure(
             if where != "local":
                 proxy.set_rtt(float(where))
             before = proxy.counts()
-            rates[where] = median_of(args.repeats, partial(reader_rate, setup, tile_ids))
+            busy: list[float] = []
+            rates[where] = median_of(args.repeats, partial(reader_rate, setup, tile_ids, busy))
             line = f"{name} {where if where == 'local' else f'rtt {where:g} ms'}: " \
-                   f"one reader {rates[where]:.2f} tiles/s"  # fmt: skip
+                   f"one reader {rates[where]:.2f} tiles/s, " \
+                   f"its CPU {statistics.median(busy):.0%} busy"  # fmt: skip
             if where != "local":
                 after = proxy.counts()
                 per_tile = args.repeats * len(tile_ids)
