@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -30,6 +29,8 @@ from typing import Any
 
 import pytest
 
+from tests.netproxy import free_port, stop_process
+
 __all__ = ["ACCOUNT", "Azurite", "TokenEndpoint", "azurite", "publish"]
 
 ACCOUNT = "devstoreaccount1"
@@ -39,12 +40,6 @@ ACCOUNT_KEY = (
 )
 _HERE = Path(__file__).resolve().parent / "azurite"
 _START_TIMEOUT = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_azurite() -> str | None:
@@ -64,7 +59,7 @@ class Azurite:
     """One azurite-blob process with a data folder of its own."""
 
     def __init__(self, binary: str, folder: Path) -> None:
-        self.binary, self.folder, self.port = binary, folder, _free_port()
+        self.binary, self.folder, self.port = binary, folder, free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -118,13 +113,7 @@ class Azurite:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
 
 def publish(

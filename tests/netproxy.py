@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["ChildProxy", "DelayProxy", "serve"]
+__all__ = ["ChildProxy", "DelayProxy", "free_port", "serve", "stop_process"]
 
 _CHUNK = 256 * 1024
 _delay = [0.0]  # seconds each chunk is held, each way: half the round trip
@@ -130,7 +130,7 @@ class ChildProxy:
 
     def __init__(self, upstream_port: int, *options: str) -> None:
         self.upstream_port, self.options = upstream_port, options
-        self.port = _free_port()
+        self.port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -169,13 +169,7 @@ class ChildProxy:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -200,7 +194,19 @@ class DelayProxy(ChildProxy):
         time.sleep(0.1)  # read by the proxy's control thread
 
 
-def _free_port() -> int:
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; None: nothing to stop."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

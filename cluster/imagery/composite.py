@@ -112,8 +112,7 @@ class _BandReads:
         self.issued: dict[tuple[int, int], Future[np.ndarray | None]] = {}
         self._top_up()
         try:
-            clear = [f.result().any() for f in masks]
-            self.masks = {i: f.result() for i, f in enumerate(masks) if clear[i]}
+            self.masks = {i: m for i, f in enumerate(masks) if (m := f.result()).any()}
         except BaseException:
             discard([*masks, *self.issued.values()])
             raise

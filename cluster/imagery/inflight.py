@@ -49,7 +49,7 @@ from cluster.storage import objstore
 
 __all__ = [
     "DEFAULT_HANDLES", "DEFAULT_REQUESTS", "LOCAL_REQUESTS", "close_datasets", "dataset",
-    "discard", "enter_env", "requests", "set_requests", "submit",
+    "discard", "enter_env", "set_requests", "submit",
 ]  # fmt: skip
 
 P = ParamSpec("P")
@@ -93,10 +93,6 @@ def set_requests(n: int, handles_per_file: int = DEFAULT_HANDLES) -> None:
             pool.shutdown(wait=False)  # reads already issued finish on the old threads
         _size = n
     throttle.window.resize(n)
-
-
-def requests() -> int:
-    return _size
 
 
 def enter_env() -> None:

@@ -34,6 +34,7 @@ THROTTLE_CODES = frozenset({429, 503})
 COOL_S = 1.0  # the window is halved at most this often: GDAL's first retry delay
 _RETRY = re.compile(r"HTTP error code: (\d+) - .*Retrying again in")
 _GDAL_LOGGERS = ("rasterio._env", "rasterio._err")  # where rasterio logs GDAL's warnings
+log = logging.getLogger(__name__)
 
 
 class Window:
@@ -80,6 +81,12 @@ class Window:
                 self.lowest = min(self.lowest, self.limit)
                 self.cuts += 1
 
+    def take_cuts(self) -> int:
+        """Cuts since the last call."""
+        with self._cond:
+            cuts, self.cuts = self.cuts, 0
+            return cuts
+
 
 window = Window(1)  # the process's; sized by inflight.set_requests
 _counts: Counter[str] = Counter()
@@ -106,9 +113,6 @@ class _RetryCounter(logging.Filter):
         return False
 
 
-log = logging.getLogger(__name__)
-
-
 def watch() -> None:
     """Count GDAL's retries in this process from now on; safe to call again."""
     with _lock:
@@ -124,6 +128,5 @@ def take() -> dict[str, int]:
     with _lock:
         out = {"retries": _counts["retries"], "throttled": _counts["throttled"]}
         _counts.clear()
-    with window._cond:
-        out["slowed"], window.cuts = window.cuts, 0
+    out["slowed"] = window.take_cuts()
     return out

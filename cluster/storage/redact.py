@@ -28,5 +28,5 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"<>]+@")
 
 def redact(text: str) -> str:
     """``text`` with every URL's signature, token and password replaced by ``REDACTED``."""
-    text = _SECRET_QUERY.sub(r"\1REDACTED", text)
-    return _USERINFO.sub(r"\1REDACTED@", text)
+    text = _SECRET_QUERY.sub(rf"\g<1>{REDACTED}", text)
+    return _USERINFO.sub(rf"\g<1>{REDACTED}@", text)

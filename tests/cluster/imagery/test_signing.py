@@ -17,7 +17,7 @@ from cluster.sample.catalog import S2_COLLECTION, write_region
 from cluster.sample.scene import BANDS, SampleSpec
 from cluster.tiles.grid import Grid, Tile
 from tests.azurite import ACCOUNT, TokenEndpoint, publish
-from tests.netproxy import _free_port
+from tests.netproxy import free_port
 
 SPEC = SampleSpec(width=256, height=256, stand_px=64)
 GRID = Grid(SPEC.crs, SPEC.origin, SPEC.resolution, tile_size=128, halo=16)
@@ -47,7 +47,7 @@ def test_a_container_without_tokens_is_named():
         signer = signing.Signer(endpoint.url.replace("/v1/", "/v0/"), frozenset())
         with pytest.raises(signing.SigningError, match=r"container box of account acct.*404"):
             signer.sign("https://acct.blob.core.windows.net/box/a.tif")
-    gone = signing.Signer(f"http://127.0.0.1:{_free_port()}/token", frozenset())
+    gone = signing.Signer(f"http://127.0.0.1:{free_port()}/token", frozenset())
     with pytest.raises(signing.SigningError, match="STATEMAP_SAS_TOKEN_URL"):
         gone.sign("https://acct.blob.core.windows.net/box/a.tif")
 

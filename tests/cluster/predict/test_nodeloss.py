@@ -17,7 +17,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from cluster.sample.scene import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
 from jobs.config import PredictConfig
 from jobs.sample import predict_config
 from tests.conftest import store_tree
+from tests.netproxy import free_port
 from unet.checkpoint import ModelCard, save_checkpoint
 from unet.model import UNet, UNetConfig
 
@@ -65,12 +65,6 @@ HEALTH_CHECKS = {
     "RAY_health_check_timeout_ms": "1000",
     "RAY_health_check_failure_threshold": "5",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _session_pids(sid: int) -> list[int]:
@@ -148,7 +142,7 @@ def _ports() -> list[str]:
     test's cluster) on this machine."""
     names = ("node-manager", "object-manager", "metrics-export", "dashboard-agent-listen",
              "dashboard-agent-grpc", "runtime-env-agent")  # fmt: skip
-    return [arg for name in names for arg in (f"--{name}-port", str(_free_port()))]
+    return [arg for name in names for arg in (f"--{name}-port", str(free_port()))]
 
 
 class Cluster:
@@ -156,7 +150,7 @@ class Cluster:
     can be killed and started again."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"{HEAD_IP}:{self.port}"
         # The nodes take this process's auth mode, which Ray fixed when it first
         # started or joined a cluster here (token if ~/.ray/auth_token existed, or it
@@ -172,8 +166,8 @@ class Cluster:
         }
         self.nodes: list[Node] = []
         head = ["--head", "--node-ip-address", HEAD_IP, "--port", str(self.port),
-                "--ray-client-server-port", str(_free_port()), "--include-dashboard=false",
-                "--dashboard-port", str(_free_port())]  # fmt: skip
+                "--ray-client-server-port", str(free_port()), "--include-dashboard=false",
+                "--dashboard-port", str(free_port())]  # fmt: skip
         self.head = self._start(head)
         self.worker: Node | None = None
         self.killed_at = 0.0
