@@ -143,6 +143,7 @@ class TokenEndpoint:
     def __init__(self, lifetime_s: float) -> None:
         self.lifetime_s = lifetime_s
         self.issued: Counter[str] = Counter()  # container -> tokens handed out
+        self.tokens: list[str] = []  # every token handed out, to look for in outputs
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/api/sas/v1/token"
 
@@ -178,6 +179,7 @@ class TokenEndpoint:
                                        permission=read, expiry=expiry,
                                        start=now - dt.timedelta(minutes=5))  # fmt: skip
         self.issued[container] += 1
+        self.tokens.append(token)
         return {"msft:expiry": expiry.isoformat().replace("+00:00", "Z"), "token": token}
 
     def __enter__(self) -> TokenEndpoint:

@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 import rasterio
 from rasterio.session import AWSSession
 
+from cluster.storage.redact import redact_logs
+
 __all__ = [
     "BUCKET_FIELDS",
     "DEFAULTS",
@@ -80,7 +82,8 @@ BUCKET_FIELDS = ("ENDPOINT_URL", "REGION", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY",
 
 
 def configure_gdal() -> None:
-    """Set GDAL's cloud-reading options where unset; safe to call any number of times.
+    """Set GDAL's cloud-reading options where unset, and keep secrets out of GDAL's
+    logged messages; safe to call any number of times.
 
     Entry points and every Ray actor call this at start, because a Ray worker
     is a fresh process that does not inherit the driver's ``os.environ``
@@ -92,6 +95,7 @@ def configure_gdal() -> None:
     URL (as boto3 takes it, possibly only in ``AWS_ENDPOINT_URL``) is
     translated: the scheme becomes ``AWS_HTTPS``, the rest the endpoint.
     """
+    redact_logs()  # GDAL's messages name the signed URLs it opens
     applied = {key: value for key, value in DEFAULTS.items() if _setdefault(key, value)}
     applied.update(_configure_s3_endpoint())
     if applied:

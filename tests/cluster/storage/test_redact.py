@@ -5,6 +5,7 @@ recipe. A sentinel secret is planted in each and looked for in what was written.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pickle
 from pathlib import Path
 
@@ -76,3 +77,12 @@ def test_the_published_config_keeps_no_catalog_token(tmp_path):
     uri = _publish_config(dataclasses.replace(run, config=with_token))
     text = Path(uri).read_text()
     assert SENTINEL not in text and "https://stac.example/catalog.json?token=REDACTED" in text
+
+
+def test_gdal_messages_are_logged_without_their_signature(caplog):
+    from cluster.storage.redact import redact_logs
+
+    redact_logs()
+    with caplog.at_level(logging.DEBUG, logger="rasterio._env"):
+        logging.getLogger("rasterio._env").debug("VSICURL: GetFileSize(%s)=0", SIGNED)
+    assert SENTINEL not in caplog.text and "acct.blob.core.windows.net/box/B04.tif" in caplog.text
