@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -309,6 +310,12 @@ def _merge(spans: Iterator[tuple[int, int]]) -> tuple[range, ...]:
     return tuple(range(first, last + 1) for first, last in runs)
 
 
+# A region's geometry is prepared (Region): GEOS builds and uses its indexes without
+# locks, so a reader masking several tiles at once from threads segfaulted. Prepared
+# predicates take microseconds; one at a time costs nothing.
+_PREPARED = threading.Lock()
+
+
 def region_mask(grid: Grid, tile: Tile, region: Region, halo: bool = False) -> np.ndarray:
     """Bool array of ``tile_shape``: True where a pixel's centre is inside the region.
 
@@ -319,7 +326,9 @@ def region_mask(grid: Grid, tile: Tile, region: Region, halo: bool = False) -> n
     shape = grid.tile_shape(halo)
     bounds = grid.tile_bounds(tile, halo)
     footprint = shapely.box(*bounds)
-    if shapely.contains_properly(region.geometry, footprint):
+    with _PREPARED:
+        inside = shapely.contains_properly(region.geometry, footprint)
+    if inside:
         return np.ones(shape, dtype=bool)
     pad = grid.resolution
     clip = shapely.clip_by_rect(
