@@ -6,14 +6,18 @@ import argparse
 import os
 import sys
 
+from jobs import assess as assess_job
 from jobs import compile as compile_job
 from jobs import demo, items, plan, predict, run, runs, sample, schedule, score, train, validate
+from jobs import sampledesign as sample_design_job
 from jobs.errors import guarded
 
 _COMMANDS = {
+    "assess": (assess_job, "accuracy and areas with confidence intervals from a labelled sample"),
     "compile": (compile_job, "turn a run's Zarr store into cloud-optimized GeoTIFFs"),
     "demo": (demo, "generate the sample region, train the U-Net and the random forest, compare"),
     "items": (items, "what statemap reads from each item of a catalog: assets, units, mask"),
+    "sample-design": (sample_design_job, "a stratified random sample of a run's map to label"),
     "sample": (sample, "write the generated sample region and a training config for it"),
     "plan": (plan, "what a regional run would do: tiles, items, bytes, GPU-hours"),
     "predict": (predict, "map a region with a trained U-Net on Ray actors into one Zarr store"),
