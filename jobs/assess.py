@@ -9,7 +9,9 @@ Labels are class names, or the reference data's codes mapped to classes by
 ``--labels mapping.yaml``. Prints the error matrix in counts and in estimated
 area proportions, overall, user's and producer's accuracy and F1 with SEs and
 95% intervals, and each class's area in ha with its interval beside its
-pixel-count area; writes all of it to assessment.json.
+pixel-count area; writes all of it to assessment.json and, beside it, a
+self-contained report.html (``--no-report``: not; it reads the store's
+confidence once more, block by block, for its histogram).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import asdict
 from cluster.accuracy.assessing import AssessSpec, assess_samples
 from cluster.accuracy.designfile import DESIGN_FILE, SampleDesign
 from cluster.accuracy.errors import AccuracyError
+from cluster.accuracy.htmlreport import REPORT_FILE, html_report
 from cluster.accuracy.intervals import INTERVALS
 from cluster.accuracy.labels import LabelMapping
 from cluster.accuracy.report import assessment_document, text_report
@@ -81,6 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", help="the layer of a GeoPackage with several")
     parser.add_argument("--out", help=f"where to write {ASSESSMENT_FILE} (default: beside SAMPLES)")
     parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help=f"write no {REPORT_FILE} (the HTML report beside {ASSESSMENT_FILE})",
+    )
+    parser.add_argument(
         "--block-px",
         type=int,
         default=DEFAULT_BLOCK_PX,
@@ -122,4 +130,8 @@ def run(args: argparse.Namespace) -> int:
     objstore.write_bytes_atomic(out, redact(body).encode())
     print(text_report(assessed, source))
     print(redact(out))
+    if not args.no_report:
+        report = beside(out, REPORT_FILE)
+        objstore.write_bytes_atomic(report, html_report(document, source).encode())
+        print(redact(report))
     return 0

@@ -6,6 +6,10 @@ the per-pixel random forest on the same chips' pixels, compares them on the
 test blocks, then maps the region from its Sentinel-2 scenes with the U-Net on
 Ray actors into one Zarr store, scores that map against the generated ground
 truth, and checks it on the test blocks against what training reported.
+It ends as a mapping team's accuracy assessment does: a stratified random
+sample drawn from the map (``statemap sample-design``), labelled from the
+region's ground truth (standing in for photo interpretation), and the
+design-based estimates of accuracy and class areas (``statemap assess``).
 ``--phenology`` does the same on the phenology sample (a year of dated scenes,
 tree species that one date cannot tell apart) with a stack of three seasons'
 median composites.
@@ -14,14 +18,19 @@ median composites.
 from __future__ import annotations
 
 import argparse
+import csv
 from pathlib import Path
+from types import ModuleType
 
 import rasterio
 
+from cluster.accuracy.designfile import DESIGN_FILE
+from cluster.accuracy.samplefile import SAMPLES_CSV
 from cluster.predict.driver import run_predict
 from cluster.predict.store import TileStore
 from cluster.sample.scene import NODATA_CLASS, SampleSpec
 from cluster.training.parity import map_scores
+from jobs import assess, sampledesign
 from jobs.compare import compare
 from jobs.compile import compile_to, links_from_config
 from jobs.config import load_predict_config
@@ -87,7 +96,44 @@ def run(args: argparse.Namespace) -> int:
         f"maps: {len(outputs)} files in {args.out / 'maps'}: cloud-optimized GeoTIFFs, "
         "collection.json (STAC), quicklook.png"
     )
+    print()
+    assess_map(summary.store, args.out / "accuracy", args.out / "sample" / "labels.tif",
+               train_spec.chips.class_names)  # fmt: skip
     return 1 if summary.failed else 0
+
+
+def assess_map(store: str, out: Path, labels: Path, class_names: tuple[str, ...]) -> None:
+    """Sample the map, label the sample from the ground truth, estimate, as a team would
+    (with photo interpretation for the labels): the two commands, as typed."""
+    print("accuracy assessment: a stratified random sample of the map, labelled from truth")
+    _command(sampledesign, store, "--out", str(out), "--target-se", "0.02",
+             "--expected-users", "0.8", "--allocation", "proportional-min",
+             "--min-per-stratum", "30", "--overwrite")  # fmt: skip
+    labelled = out / "samples_labelled.csv"
+    label_from_truth(out / SAMPLES_CSV, labels, class_names, labelled)
+    print(f"labelled from {labels}: {labelled}")
+    _command(assess, store, str(labelled), "--design", str(out / DESIGN_FILE))
+
+
+def _command(module: ModuleType, *argv: str) -> None:
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    module.run(parser.parse_args(argv))
+
+
+def label_from_truth(samples: Path, labels: Path, class_names: tuple[str, ...], out: Path) -> None:
+    """The sample's ``reference`` column filled with the ground truth's class at each
+    point (its map coordinates; the label raster is on the map's grid)."""
+    with samples.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    with rasterio.open(labels) as src:
+        codes = [int(v[0]) for v in src.sample([(float(r["x"]), float(r["y"])) for r in rows])]
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row, code in zip(rows, codes, strict=True):
+            known = code != NODATA_CLASS and code < len(class_names)
+            writer.writerow({**row, "reference": class_names[code] if known else ""})
 
 
 def truth_scores(store_uri: str, labels: Path, class_names: tuple[str, ...]) -> tuple[float, float]:

@@ -89,6 +89,24 @@ def test_demo_runs_end_to_end(demo):
     assert validate_catalog(maps / "collection.json") >= 2
 
 
+@pytest.mark.slow
+def test_demo_ends_with_an_accuracy_assessment(demo):
+    """A sample drawn from the map, labelled from the ground truth: the estimated overall
+    accuracy's interval holds the map's true accuracy (the ``OA`` printed above it, over
+    every pixel; a 95% interval, so the seeded sample is checked, not a chance)."""
+    clone, run = demo
+    accuracy = clone / "demo-out" / "accuracy"
+    for name in ("samples.gpkg", "samples.csv", "design.json", "samples_labelled.csv"):
+        assert (accuracy / name).is_file(), name
+    doc = json.loads((accuracy / "assessment.json").read_text())
+    overall = doc["overall"]["accuracy"]
+    truth = float(re.search(r"whole region OA (\d\.\d{3})", run.stdout).group(1))
+    assert overall["low"] <= truth <= overall["high"], (overall, truth)
+    assert re.search(r"overall accuracy\s+\d\.\d{3} SE \d\.\d{3} \[", run.stdout)
+    assert "pixel-count area (ha)" in run.stdout
+    assert sum(c["sample_mapped"] for c in doc["per_class"]) == len(doc["units"]) >= 100
+
+
 def readme_sample_job() -> str:
     """The README's submit line for the sample region, exactly as written there."""
     lines = (ROOT / "README.md").read_text().splitlines()
