@@ -31,9 +31,11 @@ from cluster.accuracy.samplefile import read_samples
 from cluster.accuracy.storechunks import DEFAULT_BLOCK_PX, StoreMap
 from cluster.storage import objstore
 from cluster.storage.redact import redact
+from jobs.runrecord import RECORD
 from jobs.sampledesign import resolve_run
 
 ASSESSMENT_FILE = "assessment.json"
+RUN_ACCURACY = "accuracy"  # in a run's maps folder, when a run (not a bare store) is assessed
 
 
 def beside(uri: str, name: str) -> str:
@@ -130,8 +132,23 @@ def run(args: argparse.Namespace) -> int:
     objstore.write_bytes_atomic(out, redact(body).encode())
     print(text_report(assessed, source))
     print(redact(out))
-    if not args.no_report:
+    page = None if args.no_report else html_report(document, source).encode()
+    if page is not None:
         report = beside(out, REPORT_FILE)
-        objstore.write_bytes_atomic(report, html_report(document, source).encode())
+        objstore.write_bytes_atomic(report, page)
         print(redact(report))
+    if record is not None:  # a run's assessment travels with its maps (and their viewer)
+        folder = objstore.join(run_folder(args.target), RUN_ACCURACY)
+        objstore.write_bytes_atomic(objstore.join(folder, ASSESSMENT_FILE), redact(body).encode())
+        if page is not None:
+            objstore.write_bytes_atomic(objstore.join(folder, REPORT_FILE), page)
+        print(f"published with run {record.run_id}: {redact(folder)}")
     return 0
+
+
+def run_folder(target: str) -> str:
+    """The run's maps folder, given it or its run.json."""
+    target = target.rstrip("/")
+    if target == RECORD:
+        return "."
+    return target[: -len(RECORD) - 1] if target.endswith(f"/{RECORD}") else target

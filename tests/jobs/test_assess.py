@@ -170,6 +170,9 @@ def test_codes_through_a_mapping_and_a_run_record(tmp_path, store, arrays, capsy
     assert doc["samples"]["labels"]["codes"]["14"] == "conifer"
     assert doc["map"]["record"]["region"] == "demo"
     assert len(doc["design"]["strata"]) == 8
+    published = maps / "accuracy"  # the run's assessment travels with its maps
+    assert strict_json(published / "assessment.json") == doc
+    assert (published / "report.html").read_bytes() == (report.parent / "report.html").read_bytes()
 
 
 def test_post_stratified_inventory_grid(tmp_path, store, arrays, capsys):
