@@ -6,7 +6,7 @@ stands of four classes and a confidence layer; then, each as its own process
 as a user runs them, ``statemap sample-design`` (strata = class x confidence
 band, proportional with a minimum per stratum) and ``statemap assess`` (with
 its report) on a sample labelled from a known truth (15% of the map's conifer
-is broadleaf). Peak resident memory is GNU time's maximum RSS of each command.
+is broadleaf). Peak resident memory is each command's maximum RSS, as the kernel counts it.
 
     python bench/accuracy.py [--size 40000] [--tile-size 1000] [--n 1200]
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import subprocess
 import sys
 import tempfile
@@ -60,13 +61,19 @@ def write_store(uri: Path, size: int, tile: int) -> float:
 
 
 def timed(args: list[str]) -> tuple[float, float]:
-    """(peak RSS in MB, seconds) of one ``statemap`` command."""
-    run = subprocess.run(["/usr/bin/time", "-f", "%M %e", sys.executable, "-m", "jobs.cli",
-                          *args], capture_output=True, text=True)  # fmt: skip
-    if run.returncode != 0:
-        raise SystemExit(f"statemap {args[0]} failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
-    kb, seconds = run.stderr.strip().splitlines()[-1].split()
-    return int(kb) / 1024, float(seconds)
+    """(peak RSS in MB, seconds) of one ``statemap`` command, from the kernel's account of
+    the child (wait4), so no GNU time is needed."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out:
+        child = subprocess.Popen([sys.executable, "-m", "jobs.cli", *args], stdout=out,
+                                 stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - start
+        if child.returncode != 0:
+            out.seek(0)
+            raise SystemExit(f"statemap {args[0]} failed:\n{out.read()[-4000:]}")
+    return usage.ru_maxrss / 1024, seconds  # ru_maxrss: KiB on Linux
 
 
 def label(samples: Path, out: Path) -> None:
