@@ -29,6 +29,7 @@ from cluster.accuracy.labels import LabelMapping
 from cluster.accuracy.report import assessment_document, text_report
 from cluster.accuracy.samplefile import read_samples
 from cluster.accuracy.storechunks import DEFAULT_BLOCK_PX, StoreMap
+from cluster.maps.viewer.site import link_report
 from cluster.storage import objstore
 from cluster.storage.redact import redact
 from jobs.runrecord import RECORD
@@ -142,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
         objstore.write_bytes_atomic(objstore.join(folder, ASSESSMENT_FILE), redact(body).encode())
         if page is not None:
             objstore.write_bytes_atomic(objstore.join(folder, REPORT_FILE), page)
+        if page is not None and link_report(
+            run_folder(args.target), f"{RUN_ACCURACY}/{REPORT_FILE}"
+        ):
+            print("the run's viewer links the report")
         print(f"published with run {record.run_id}: {redact(folder)}")
     return 0
 

@@ -24,6 +24,7 @@ _COMMANDS = {
     "schedule": ("schedule", "submit the scheduled regional runs that are due (tick)"),
     "score": ("score", "a run's map scored on the test blocks of catalog training (parity)"),
     "train": ("train", "train a U-Net from a config; writes checkpoint, metrics and figures"),
+    "view": ("view", "look at a run's map in the browser (served on loopback)"),
     "validate": (
         "validate",
         "check a config (region, schedules, predict, train) without running it",

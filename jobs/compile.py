@@ -12,10 +12,13 @@ from pathlib import Path
 from cluster.maps.collection import write_output_catalog
 from cluster.maps.compile import compile_store
 from cluster.maps.quicklook import write_quicklook
+from cluster.maps.viewer.site import write_viewer
 from cluster.predict.store import TileStore
 from cluster.storage import objstore
 from cluster.storage.publish import publish
 from jobs.config import load_predict_config
+
+REPORT = "accuracy/report.html"  # where `statemap assess` publishes a run's report
 
 
 @dataclass(frozen=True)
@@ -37,15 +40,21 @@ def compile_to(
 ) -> list[str]:
     """Everything lands under ``out``; an s3:// ``out`` gets it built locally,
     then uploaded and verified (never half-visible under its final key)."""
+    report = objstore.exists(objstore.join(out, REPORT))  # a recompiled run keeps its link
     if not objstore.is_s3(out):
-        return [str(p) for p in _build(store, Path(out), links, compression, max_part_px)]
+        return [str(p) for p in _build(store, Path(out), links, compression, max_part_px, report)]
     with tempfile.TemporaryDirectory(prefix="statemap-compile-") as tmp:
-        paths = _build(store, Path(tmp), links, compression, max_part_px)
+        paths = _build(store, Path(tmp), links, compression, max_part_px, report)
         return publish(paths, out, base=Path(tmp))
 
 
 def _build(
-    store: str, out: Path, links: RunLinks | None, compression: str, max_part_px: int
+    store: str,
+    out: Path,
+    links: RunLinks | None,
+    compression: str,
+    max_part_px: int,
+    report: bool,
 ) -> list[Path]:
     cogs = compile_store(store, out, compression=compression, max_part_px=max_part_px)
     class_map = next(
@@ -64,7 +73,9 @@ def _build(
             start=links.start,
             end=links.end,
         )
-        extra += sorted(p for p in catalog.parent.rglob("*.json"))
+        items = (p for p in out.glob("*/*.json") if p.stem == p.parent.name)  # <part>/<part>.json
+        extra += [catalog, *sorted(items)]
+    extra += write_viewer(cogs, out, report=out / REPORT if report else None)
     return [*cogs, *extra]
 
 

@@ -19,20 +19,23 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 from pathlib import Path
 from types import ModuleType
 
 import rasterio
 
 from cluster.accuracy.designfile import DESIGN_FILE
+from cluster.accuracy.htmlreport import REPORT_FILE
 from cluster.accuracy.samplefile import SAMPLES_CSV
+from cluster.maps.viewer.site import link_report
 from cluster.predict.driver import run_predict
 from cluster.predict.store import TileStore
 from cluster.sample.scene import NODATA_CLASS, SampleSpec
 from cluster.training.parity import map_scores
 from jobs import assess, sampledesign
 from jobs.compare import compare
-from jobs.compile import compile_to, links_from_config
+from jobs.compile import REPORT, compile_to, links_from_config
 from jobs.config import load_predict_config
 from jobs.sample import write_phenology_sample, write_sample
 from jobs.trainconfig import load_train_config
@@ -99,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
     print()
     assess_map(summary.store, args.out / "accuracy", args.out / "sample" / "labels.tif",
                train_spec.chips.class_names)  # fmt: skip
+    maps_report = args.out / "maps" / REPORT  # the report opens from the map's viewer
+    maps_report.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args.out / "accuracy" / REPORT_FILE, maps_report)
+    link_report(str(args.out / "maps"), REPORT)
+    print(f"\nlook at the map in a browser: statemap view {args.out / 'maps'}")
     return 1 if summary.failed else 0
 
 

@@ -36,7 +36,7 @@ from cluster.errors import ClusterError
 from cluster.maps.compile import class_tags
 from cluster.predict.store import NODATA
 
-__all__ = ["CLASSIFICATION_SCHEMA", "write_output_catalog"]
+__all__ = ["CLASSIFICATION_SCHEMA", "cog_parts", "write_output_catalog"]
 
 PROJECTION_SCHEMA = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 RASTER_SCHEMA = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
@@ -83,7 +83,7 @@ def _period(start: str | None, end: str | None, tags: dict[str, str]) -> tuple[d
     return (first, last) if last != first else (first,)
 
 
-def _parts(cogs: Sequence[Path]) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
+def cog_parts(cogs: Sequence[Path]) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
     """(part name, class COG, confidence COG) per part, and the VRT mosaics."""
     paths = [Path(p) for p in cogs]
     by_name = {p.name: p for p in paths}
@@ -173,7 +173,7 @@ def write_output_catalog(
 ) -> Path:
     """Write the collection over ``cogs`` (``compile_store``'s output), return its path."""
     out = Path(out_dir)
-    parts, mosaics = _parts(cogs)
+    parts, mosaics = cog_parts(cogs)
     with rasterio.open(parts[0][1]) as src:
         period = _period(start, end, src.tags())
     sources = [("derived_from", store_uri, "statemap run store (Zarr)", None)]

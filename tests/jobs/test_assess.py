@@ -160,6 +160,8 @@ def test_codes_through_a_mapping_and_a_run_record(tmp_path, store, arrays, capsy
         "cd" * 32,
         "0.1.0",
     ).save()
+    (maps / "viewer").mkdir()
+    (maps / "viewer" / "maps.json").write_text('{"run_id": "run-acc", "report": null}')
     report = tmp_path / "report" / "assessment.json"
     argv = ["assess", str(maps), str(out / "samples.gpkg"), "--out", str(report)]
     assert main(argv) == 2
@@ -173,6 +175,8 @@ def test_codes_through_a_mapping_and_a_run_record(tmp_path, store, arrays, capsy
     published = maps / "accuracy"  # the run's assessment travels with its maps
     assert strict_json(published / "assessment.json") == doc
     assert (published / "report.html").read_bytes() == (report.parent / "report.html").read_bytes()
+    viewer = strict_json(maps / "viewer" / "maps.json")  # the run's viewer opens the report
+    assert viewer == {"run_id": "run-acc", "report": "../accuracy/report.html"}
 
 
 def test_post_stratified_inventory_grid(tmp_path, store, arrays, capsys):

@@ -105,6 +105,13 @@ def test_demo_ends_with_an_accuracy_assessment(demo):
     assert re.search(r"overall accuracy\s+\d\.\d{3} SE \d\.\d{3} \[", run.stdout)
     assert "pixel-count area (ha)" in run.stdout
     assert sum(c["sample_mapped"] for c in doc["per_class"]) == len(doc["units"]) >= 100
+    maps = clone / "demo-out" / "maps"  # the map's viewer opens the report
+    viewer = json.loads((maps / "viewer" / "maps.json").read_text())
+    assert viewer["report"] == "../accuracy/report.html"
+    assert (maps / "accuracy" / "report.html").read_bytes() == (
+        accuracy / "report.html"
+    ).read_bytes()
+    assert "statemap view" in run.stdout
 
 
 def readme_sample_job() -> str:

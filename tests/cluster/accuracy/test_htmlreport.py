@@ -33,6 +33,7 @@ from cluster.accuracy.storechunks import StoreMap
 from cluster.predict.store import NODATA, RunAttrs
 from jobs.cli import main
 from jobs.runrecord import RunRecord
+from tests.browser import chromium
 from tests.cluster.accuracy.storemaps import (
     CLASS_COLORS,
     TS,
@@ -42,17 +43,6 @@ from tests.cluster.accuracy.storemaps import (
     write_store,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 QUICKLOOK_SHAPE = (32, 40)  # the run's own quicklook.png: a size the drawn one is not
 SECRET = "s3cr3t-t0ken"
 REMOTE = "https://example.org/x.png"
@@ -109,16 +99,7 @@ def run(tmp_path_factory) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium, headless, through Playwright; a skip where either is missing."""
-    if not CHROMIUM.is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (Debian's package)")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed: pip install -e '.[test]'"
-    )
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    yield from chromium()
 
 
 def open_page(browser, path: Path) -> tuple[Any, list[str], list[str]]:
