@@ -101,8 +101,17 @@ class Viewer:
         page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
         page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url}"))
         page.on("response", self._response)
+        page.route("**/*", lambda route: self._only_loopback(route, url))
         page.goto(url)
         self.wait(0)
+
+    def _only_loopback(self, route: Any, origin: str) -> None:
+        """Nothing but the server ``statemap view`` started: no CDN, no projection lookup."""
+        if route.request.url.startswith((origin, "data:", "blob:")):
+            route.continue_()
+        else:
+            self.problems.append(f"fetched from elsewhere: {route.request.url}")
+            route.abort()
 
     def _response(self, response: Any) -> None:
         if response.url.endswith(".tif"):

@@ -217,7 +217,11 @@ async function main() {
   }
   document.title = `statemap · ${config.title || config.run_id}`;
   element('title').textContent = config.title || config.run_id;
-  element('subtitle').textContent = runs.map((r) => r.config.run_id).join('  |  ');
+  const parts = config.parts.length;
+  element('subtitle').textContent =
+    runs.length > 1
+      ? `${runs[0].config.run_id}  |  ${runs[1].config.run_id}`
+      : `${config.crs.code} · ${config.resolution} m · ${parts} part${parts > 1 ? 's' : ''}`;
   if (config.report) {
     const link = element('report');
     link.href = new URL(config.report, config.base).href;
