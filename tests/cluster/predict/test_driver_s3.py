@@ -47,4 +47,5 @@ def test_run_on_object_storage_equals_local_run(trained_sample, s3_ray, tmp_path
     published = compile_to(server.uri("runs/map.zarr"), server.uri("runs/cogs"))
     local_cogs = compile_to(str(tmp_path / "local" / "map.zarr"), str(tmp_path / "cogs"))
     assert len(published) == len(local_cogs) >= 2
-    assert server.objects("runs/cogs") == {Path(p).name: Path(p).read_bytes() for p in local_cogs}
+    local = {Path(p).relative_to(tmp_path / "cogs").as_posix(): Path(p) for p in local_cogs}
+    assert server.objects("runs/cogs") == {key: p.read_bytes() for key, p in local.items()}
