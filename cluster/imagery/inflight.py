@@ -23,9 +23,10 @@ Datasets are opened once and kept: a COG's header and tile index cost a
 request to read, so a handle goes back to a shared pool after each read and
 the next read of that file, from any thread, takes it (:func:`dataset`). A
 handle serves one thread at a time (GDAL datasets are not thread-safe); two
-threads reading one file at once each get one. GDAL's own caches of
-downloaded ranges and decoded blocks are per process, so all threads share
-what any of them fetched.
+threads reading one file at once each get one. GDAL's caches of fetched
+bytes and decoded blocks are per handle, so windowed reads go through
+``cluster.imagery.blocks`` instead: decoded blocks shared by every handle and
+thread of the process, each fetched once.
 """
 
 from __future__ import annotations
