@@ -12,6 +12,9 @@ whole blocks keyed by file and band: a block is fetched and decoded once, by
 whichever thread needs it first, while the others that need it wait for it
 instead of fetching it too. The values are the file's own (the same decoded
 pixels GDAL would return), so nothing downstream changes, byte for byte.
+A read that must fetch also fetches the window to its east in the same
+request (the row's next tile, read next): one request where there were two,
+at the price that a broken block there fails the read that fetched it.
 """
 
 from __future__ import annotations
