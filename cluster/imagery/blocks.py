@@ -109,8 +109,9 @@ class BlockCache:
                     waiting[key] = future
                 else:
                     mine[key] = self._pending[key] = Future()
-            self.hits += len(found) + len(waiting)
-            self.misses += len(mine)
+            if take:  # a read-ahead's cells are not this read's hits or misses
+                self.hits += len(found) + len(waiting)
+                self.misses += len(mine)
         return found, waiting, mine
 
     def _fetch(self, src: DatasetReader, mine: Claims, cell: tuple[int, int]) -> None:
