@@ -111,13 +111,15 @@ class ModelOnly(Predictor):
             setup = replace(setup, batch_size=fit_batch_size(setup))
         super().__init__(setup)
         tiles = iter_tiles(self.grid, load_region(setup.region, self.grid.crs))
-        self.xs = [x for t in tiles if (x := self.reader.read(t.id).x) is not None]
-        self.infer(self.xs[: setup.batch_size])  # warm-up
+        read = [(t, x) for t in tiles if (x := self.reader.read(t.id).x) is not None]
+        self.tiles, self.xs = [t for t, _ in read], [x for _, x in read]
+        self.infer(self.xs[: setup.batch_size], self.tiles[: setup.batch_size])  # warm-up
 
     def tiles_per_s(self) -> tuple[float, str]:
         start = time.perf_counter()
         for i in range(0, len(self.xs), self.setup.batch_size):
-            self.infer(self.xs[i : i + self.setup.batch_size])
+            b = slice(i, i + self.setup.batch_size)
+            self.infer(self.xs[b], self.tiles[b])
         return len(self.xs) / (time.perf_counter() - start), self.device.type
 
 

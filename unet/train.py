@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from unet.checkpoint import ModelCard, save_checkpoint
+from unet.context import context_record, image_windows
 from unet.data import (
     IGNORE,
     ChipSampler,
@@ -246,6 +247,7 @@ def train(
             "crs": data.crs,
             "seed": spec.seed,
             "augmentation": spec.augmentation,
+            "context": context_record(model, image_windows(image)),
         },
     )
     ckpt, digest = save_outputs(spec.output, model, card, scores, fitted, "U-Net, held-out area")

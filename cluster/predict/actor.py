@@ -27,11 +27,14 @@ from cluster.predict.setup import (
     TileResult,
     checkpoint_bytes,
     input_shape,
+    model_shape,
 )
 from cluster.predict.slots import Slots, SlotSpec, shared_memory_fits
 from cluster.predict.store import TileStore
 from cluster.storage.gdalenv import configure_gdal
+from cluster.tiles.grid import Tile
 from unet.checkpoint import parse_checkpoint
+from unet.context import lattice_offset
 from unet.fit import fit_batch
 from unet.model import autocast, model_input, pick_device, prepare_for_device
 
@@ -87,7 +90,8 @@ class Predictor:
         """One batch of zeros through the model before the first tiles: the first
         pass pays for oneDNN's or cuDNN's kernel choices (and torch.compile's
         compiling), seconds that would otherwise hold up the first batch."""
-        x = model_input(torch.zeros((self.setup.batch_size, *self.x_shape)), self.device)
+        shape = model_shape(self.card, self.grid)
+        x = model_input(torch.zeros((self.setup.batch_size, *shape)), self.device)
         with torch.inference_mode(), autocast(self.device):
             self.model(x).float().cpu()
 
@@ -147,7 +151,8 @@ class Predictor:
         """(tile id, classes, confidence) of each (tile id, input, keep), as stored."""
         if not ready:
             return []
-        classes, confidence = self.infer([x for _, x, _ in ready])
+        tiles = [Tile.parse(t) for t, _, _ in ready]
+        classes, confidence = self.infer([x for _, x, _ in ready], tiles)
         found = zip(ready, classes, confidence, strict=True)
         return [_masked(t, keep, c, p) for (t, _, keep), c, p in found]
 
@@ -182,28 +187,40 @@ class Predictor:
             x.record_stream(compute)  # its memory is the compute stream's to free
         return x
 
-    def infer(self, xs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Classes and confidence (uint8, 0-254: the winning probability) of normalised
-        haloed inputs, halo cropped. Fixed batch shape: padded with zeros up to
-        ``batch_size``. On CUDA the batch is copied from pinned memory without
-        blocking on a stream of its own, and only the uint8 maps come back."""
-        h, size, n = self.grid.halo, self.grid.tile_size, len(xs)
-        batch = self._batch(xs[0].shape)
+    def infer(
+        self, xs: list[np.ndarray], tiles: list[Tile]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Classes and confidence (uint8, 0-254: the winning probability) of the tiles'
+        normalised haloed inputs, halo cropped. Each input is cut to the window the
+        U-Net is given, which starts on its lattice in the CRS (``unet.context``): so
+        a pixel's prediction does not depend on where tile borders fall. Fixed batch
+        shape: padded with zeros up to ``batch_size``. On CUDA the batch is copied
+        from pinned memory without blocking on a stream of its own, and only the
+        uint8 maps come back."""
+        h, size, n, m = self.grid.halo, self.grid.tile_size, len(xs), self.card.config.multiple
+        shape = model_shape(self.card, self.grid)
+        offsets = [lattice_offset(self.grid.first_pixel(t, halo=True), m) for t in tiles]
+        batch = self._batch(shape)
         view = batch.numpy()
-        for i, x in enumerate(xs):
-            view[i] = x
+        for i, (x, (dy, dx)) in enumerate(zip(xs, offsets, strict=True)):
+            view[i] = x[:, dy : dy + shape[1], dx : dx + shape[2]]
         view[n:] = 0
         if self.setup.null_model:  # the feed benchmark: everything but the U-Net
-            return np.zeros((n, size, size), np.uint8), np.zeros((n, size, size), np.uint8)
+            zeros = np.zeros((2, n, size, size), np.uint8)
+            return list(zeros[0]), list(zeros[1])
         x, arrived = self._to_device(batch)
         with self._model_lock, torch.inference_mode(), autocast(self.device):
             x = self._handed_over(x, arrived)
-            probs = torch.softmax(self.model(x).float(), dim=1)[:, :, h : h + size, h : h + size]
-            conf, cls = probs.max(dim=1)
+            logits = self.model(x).float()
+            cores = [
+                logits[i, :, h - dy : h - dy + size, h - dx : h - dx + size]
+                for i, (dy, dx) in enumerate(offsets)
+            ]
+            conf, cls = torch.softmax(torch.stack(cores), dim=1).max(dim=1)
             conf = torch.round(conf.clamp(0.0, 1.0) * 254.0).to(torch.uint8)  # 255: nodata
             # .cpu() waits for the batch's copy too: the buffer is free once this returns
             conf, cls = conf.cpu().numpy(), cls.to(torch.uint8).cpu().numpy()
-        return cls[:n], conf[:n]
+        return list(cls), list(conf)
 
 
 def fit_batch_size(setup: PredictorSetup) -> int:
@@ -212,5 +229,5 @@ def fit_batch_size(setup: PredictorSetup) -> int:
     device = pick_device(setup.device)
     model, card = parse_checkpoint(checkpoint_bytes(setup.checkpoint), setup.checkpoint)
     return fit_batch(
-        prepare_for_device(model, device).eval(), input_shape(card, setup.grid), device
+        prepare_for_device(model, device).eval(), model_shape(card, setup.grid), device
     )

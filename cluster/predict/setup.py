@@ -14,6 +14,7 @@ from cluster.storage import objstore
 from cluster.tiles.grid import Grid
 from cluster.tiles.region import Region
 from unet.checkpoint import ModelCard, card_from_bytes
+from unet.context import halo_needed, recorded_radius
 
 NODATA = 255
 
@@ -69,8 +70,16 @@ class TileResult:
 
 
 def input_shape(card: ModelCard, grid: Grid) -> tuple[int, int, int]:
-    """(channels, height, width) of one tile's model input: its bands, haloed."""
+    """(channels, height, width) of one tile's input as read: its bands, haloed."""
     return (card.config.in_bands, *grid.tile_shape(halo=True))
+
+
+def model_shape(card: ModelCard, grid: Grid) -> tuple[int, int, int]:
+    """(channels, height, width) of what the U-Net is given of a tile: the read input
+    less 2**depth px, the window moved onto the model's lattice (unet.context)."""
+    m = card.config.multiple
+    channels, height, width = input_shape(card, grid)
+    return (channels, height - m, width - m)
 
 
 def checkpoint_bytes(uri: str) -> bytes:
@@ -133,6 +142,17 @@ def check_card(card: ModelCard, grid: Grid, source: str) -> None:
         raise ClusterError(
             f"tile_size {grid.tile_size} + 2 x halo {grid.halo} must be a multiple of {multiple} "
             f"for this checkpoint's U-Net (depth {card.config.depth})"
+        )
+    radius = recorded_radius(card.config, card.extra)
+    needed = halo_needed(card.config, radius)
+    if grid.halo < needed:
+        least = needed + (-(grid.tile_size + 2 * needed) % multiple) // 2
+        measured = "measured" if "context" in card.extra else "its architecture's (not measured)"
+        raise ClusterError(
+            f"grid.halo {grid.halo} px is less than checkpoint {source} needs: its context "
+            f"radius is {radius} px ({measured}), and windows moved onto its U-Net's "
+            f"{multiple}-px lattice take up to {multiple} px more; with less, the map would "
+            f"change where tile borders fall. Set grid.halo to at least {least}"
         )
 
 

@@ -191,6 +191,15 @@ class Grid:
             self._y(tile.row) + pad,
         )  # fmt: skip
 
+    def first_pixel(self, tile: Tile, halo: bool = False) -> tuple[int, int]:
+        """(row, column) of the tile's upper-left pixel (of its halo, if asked) counted
+        from the CRS origin, rows southward: where it lies on a lattice fixed in the CRS."""
+        pad = self.halo if halo else 0
+        return (
+            round(-self.origin[1] / self.resolution) + tile.row * self.tile_size - pad,
+            round(self.origin[0] / self.resolution) + tile.col * self.tile_size - pad,
+        )
+
     def tile_of(self, x: float, y: float) -> Tile:
         """The tile containing (x, y); a point on a shared edge goes to the east/south tile."""
         if not (math.isfinite(x) and math.isfinite(y)):

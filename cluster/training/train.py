@@ -29,6 +29,7 @@ from cluster.training.split import TEST, TRAIN, VAL, BlockSplit, SplitSpec, spli
 from unet.augment import check_augmentation
 from unet.baseline import BaselineResult, fit_pixels
 from unet.checkpoint import ModelCard
+from unet.context import SHARE, context_record
 from unet.data import IGNORE
 from unet.metrics import Scores, score
 from unet.model import UNet, UNetConfig, pick_device, prepare_for_device
@@ -123,8 +124,13 @@ def train_from_catalog(
             "steps": fitted.steps, "train_seconds": fitted.seconds, "crs": chips.grid.crs,
             "seed": spec.seed, "augmentation": spec.augmentation,
             "split": asdict(spec.split), "chip_grid": asdict(chips.grid),
+            "context": measured_context(model, train_set),
         },
     )  # fmt: skip
+    log(
+        f"context: {card.extra['context']['radius_px']} px around a pixel hold all but "
+        f"{SHARE:g} of its gradient (architecture: {spec.model.receptive_radius} px)"
+    )
     test_chips = [int(i) for i in np.flatnonzero(split.chip_split == TEST)]
     metrics = {"split": summary, "chip_store": spec.chip_store,
                "test_chips": {"grid": asdict(chips.grid), "indexes": test_chips}}  # fmt: skip
@@ -180,3 +186,11 @@ def forest_on_chips(
         confusion += score(label[core], pred.astype(np.uint8), names).confusion
     scores = Scores(confusion=confusion, class_names=names)
     return BaselineResult(scores=scores, train_pixels=len(y), seconds=time.perf_counter() - start)
+
+
+def measured_context(model: UNet, chips: ChipDataset, n: int = 4) -> dict[str, object]:
+    """The trained model's context radius (``unet.context``) on up to ``n`` training
+    chips spread over the set, for the checkpoint: a run's halo is checked against it."""
+    picks = np.unique(np.linspace(0, len(chips) - 1, num=min(n, len(chips))).round().astype(int))
+    inputs = np.stack([chips.chip(int(p))[0] for p in picks]) if len(chips) else None
+    return context_record(model, inputs)

@@ -237,3 +237,11 @@ def test_region_in_another_crs_is_refused():
     west = Region(shapely.box(*at(-2, 3), *at(2, 1)), CRS, "west.geojson")
     with pytest.raises(ClusterError, match="north or west"):
         count_tiles(GRID, west)
+
+
+def test_first_pixel_counts_from_the_crs_origin():
+    grid = Grid("EPSG:25832", (400_000.0, 5_560_000.0), 10.0, 64, halo=8)
+    assert grid.first_pixel(Tile(0, 0)) == (-556_000, 40_000)
+    assert grid.first_pixel(Tile(2, 3), halo=True) == (-556_000 + 128 - 8, 40_000 + 192 - 8)
+    shifted = Grid("EPSG:25832", (399_000.0, 5_561_000.0), 10.0, 64, halo=8)
+    assert shifted.first_pixel(Tile(0, 0)) == (-556_100, 39_900)
