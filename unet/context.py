@@ -84,12 +84,11 @@ def context_record(model: UNet, inputs: np.ndarray | None) -> dict[str, Any]:
 def image_windows(image: np.ndarray, n: int = 4) -> np.ndarray:
     """``n`` square windows (n, bands, side, side) spread along the diagonal of a
     normalised (bands, h, w) image: samples for :func:`context_radius`."""
-    side = min(image.shape[1:])
-    side = min(side, 256)
-    starts = np.linspace(0, 1, num=n)
-    h, w = image.shape[1] - side, image.shape[2] - side
-    return np.stack([image[:, round(t * h) : round(t * h) + side, round(t * w) : round(t * w) + side]
-                     for t in starts])  # fmt: skip
+    side = min(*image.shape[1:], 256)
+    rows, cols = (
+        np.linspace(0, extent - side, num=n).round().astype(int) for extent in image.shape[1:]
+    )
+    return np.stack([image[:, r : r + side, c : c + side] for r, c in zip(rows, cols, strict=True)])
 
 
 def _windows(inputs: np.ndarray | None, config: UNetConfig, side: int, seed: int) -> torch.Tensor:
