@@ -1,7 +1,8 @@
 """The U-Net alone, at its FLOP rate: megapixels/s and model FLOP utilisation.
 
 The U-Net a state is mapped with (base width 64, depth 4) on 512-px tiles
-with a 32-px halo, as the predictor runs it: bf16 autocast and channels_last
+with a 64-px halo (the window it is given is 2**depth px less: moved onto its
+lattice), as the predictor runs it: bf16 autocast and channels_last
 on CUDA (float32 on the CPU), a fixed batch (``--batch-size auto``: as many
 tiles as the GPU's memory takes, measured as a run measures it), softmax and
 the winning class, timed over ``--seconds`` after a warm-up. FLOPs are
@@ -49,7 +50,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--tile-size", type=int, default=512)
-    parser.add_argument("--halo", type=int, default=32)
+    parser.add_argument("--halo", type=int, default=64)
     parser.add_argument("--bands", type=int, default=4)
     parser.add_argument("--batch-size", default="auto", help="tiles per batch, or auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
@@ -62,7 +63,7 @@ def main() -> None:
     torch.manual_seed(0)
     config = UNetConfig(in_bands=args.bands, num_classes=6, base_width=args.width, depth=args.depth)
     model = prepare_for_device(UNet(config), device).eval()
-    side = args.tile_size + 2 * args.halo
+    side = args.tile_size + 2 * args.halo - config.multiple
     shape = (args.bands, side, side)
     batch = fit_batch(model, shape, device) if args.batch_size == "auto" else int(args.batch_size)
     x = model_input(torch.randn((batch, *shape)), device)

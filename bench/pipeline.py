@@ -45,7 +45,11 @@ from cluster.tiles.region import load_region
 from jobs.config import PredictConfig
 from jobs.sample import TIME_VARIANTS, predict_config
 from unet.checkpoint import ModelCard, save_checkpoint
+from unet.context import context_record
 from unet.model import UNet, UNetConfig
+
+# The halo these benchmarks have always read with: all an untrained U-Net's context needs.
+HALO = 32
 
 
 def prepare(
@@ -82,8 +86,11 @@ def prepare(
         periods=recipe.names if recipe else (),
         extra={"recipe": {"time": recipe.to_dict()}} if recipe else {},
     )
-    save_checkpoint(out / "model" / "checkpoint.safetensors", UNet(config), card)
+    model = UNet(config)
+    card.extra["context"] = context_record(model, None)  # untrained: ~11 px
+    save_checkpoint(out / "model" / "checkpoint.safetensors", model, card)
     doc = predict_config(region, spec, tile_size=args.tile_size)
+    doc["grid"]["halo"] = HALO
     if period:
         doc["period"] = period
     doc["run"] = {"batch_size": args.batch_size, "device": args.device,
