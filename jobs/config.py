@@ -76,6 +76,9 @@ class RunSection(_Strict):
     flush_seconds: Annotated[float, Field(ge=0)] = 5.0
     # Inputs far from the training statistics are refused; true: only logged.
     accept_input_shift: bool = False
+    # Every item's overviews checked before the run (seconds for hundreds of items);
+    # false skips it, e.g. rerunning a catalog already checked.
+    check_items: bool = True
     # An actor that dies (its node lost) is replaced this often, then the run stops.
     actor_replacements: Annotated[int, Field(ge=0)] = 3
     # Per reader process: tiles read at once, and file reads (HTTP requests) in flight.
@@ -291,6 +294,7 @@ class _RunInputs(_CatalogInputs):
             compile=self.run.compile,
             overrides=self.overrides(),
             accept_input_shift=self.run.accept_input_shift,
+            check_items=self.run.check_items,
             time=self.time.settings(),
             tiles_in_flight=self.run.tiles_in_flight,
             requests_in_flight=self.run.requests_in_flight,

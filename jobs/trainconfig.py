@@ -142,6 +142,9 @@ class PointsSection(_Strict):
 class CatalogTrainingSection(TrainingSection):
     loader_workers: Annotated[int, Field(ge=0, le=64)] = 0  # processes reading chips ahead
     chip_workers: Annotated[int, Field(ge=0)] = 0  # chip makers on Ray (0: one per CPU)
+    # Share of the chips holding labels that may fail to be made (an unreadable file);
+    # more stops training: fix the inputs and rerun (only the failed ones are remade).
+    max_failed_chips: Annotated[float, Field(ge=0, le=1)] = 0.01
 
 
 class CatalogTrainConfig(_CatalogInputs):
@@ -199,6 +202,7 @@ class CatalogTrainConfig(_CatalogInputs):
             budget=Budget(t.max_seconds, t.max_steps, t.batch_size, t.lr, t.evaluations),
             augmentation=t.augmentation, seed=t.seed, device=t.device,
             loader_workers=t.loader_workers, chip_workers=t.chip_workers,
+            max_failed_chips=t.max_failed_chips,
         )  # fmt: skip
 
 

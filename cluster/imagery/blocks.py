@@ -164,7 +164,9 @@ class CachedReads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._src, name)
 
-    def read(self, indexes: list[int], window: Window) -> np.ndarray:
+    def read(self, indexes: list[int], window: Window | None = None, **kwargs: Any) -> np.ndarray:
+        if window is None or kwargs:  # a whole file, an overview: the dataset's own read
+            return self._src.read(indexes, window=window, **kwargs)
         w = window
         inside = (
             w.col_off >= 0 and w.row_off >= 0

@@ -24,7 +24,7 @@ from rasterio.enums import Resampling
 
 from cluster.errors import ClusterError
 from cluster.imagery.inflight import close_datasets, dataset, discard, submit
-from cluster.imagery.resample import MASK_OUTSIDE, Methods, Target, sample
+from cluster.imagery.resample import MASK_OUTSIDE, Methods, Target, sample, to_values
 from cluster.imagery.resample import crs as crs_of
 from cluster.imagery.signing import SigningError
 from cluster.imagery.stacitem import BandSource, ItemRef
@@ -38,6 +38,7 @@ __all__ = [
     "read_band",
     "read_clear",
     "read_file",
+    "read_overview",
     "read_window",
     "window",
 ]
@@ -166,6 +167,29 @@ def read_file(
     href = bands[0].href
     with _asset_errors(item, bands[0].asset, href), dataset(href) as src:
         return sample(src, [b.band_index for b in bands], target, methods, list(bands))
+
+
+def read_overview(
+    item: ItemRef, bands: Sequence[BandSource] | None, min_pixels: int
+) -> tuple[np.ndarray, Affine, str]:
+    """One file of ``item`` whole, at its coarsest overview of at least ``min_pixels``
+    pixels (one small read; the full file where it has no overviews): reflectance of
+    ``bands`` (all in that file) as a tile's read makes it, or with None the mask's
+    raw classes. With the read's transform and the file's CRS (WKT)."""
+    if bands is None:
+        if item.mask is None:
+            raise ClusterError(f"item {item.id} has no mask to read")
+        href, asset, indexes = item.mask.href, item.mask.asset, [1]
+    else:
+        href, asset, indexes = bands[0].href, bands[0].asset, [b.band_index for b in bands]
+    with _asset_errors(item, asset, href), dataset(href) as src:
+        sizes = [(-(-src.height // f), -(-src.width // f)) for f in [1, *src.overviews(indexes[0])]]
+        h, w = min((s for s in sizes if s[0] * s[1] >= min_pixels), key=lambda s: s[0] * s[1],
+                   default=sizes[0])  # fmt: skip
+        raw = src.read(indexes, out_shape=(len(indexes), h, w), resampling=Resampling.nearest)
+        transform = src.transform @ Affine.scale(src.width / w, src.height / h)
+        values = to_values(src, raw, indexes, None if bands is None else list(bands))
+        return values, transform, src.crs.to_wkt()
 
 
 def _read_item(

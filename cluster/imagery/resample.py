@@ -26,7 +26,7 @@ from cluster.errors import ClusterError
 from cluster.imagery.blocks import CachedReads
 from cluster.imagery.stacitem import BandSource
 
-__all__ = ["MASK_OUTSIDE", "Methods", "Target", "crs", "sample"]
+__all__ = ["MASK_OUTSIDE", "Methods", "Target", "crs", "sample", "to_values"]
 
 Bounds = tuple[float, float, float, float]
 Lattice = tuple[float, float, float, float]  # target origin (col, row) and pixel size, in source px
@@ -113,7 +113,7 @@ def _nearest(
         return None  # the window misses the file
     ci, ri = ci[cols], ri[rows]
     win = Window(ci[0], ri[0], ci[-1] + 1 - ci[0], ri[-1] + 1 - ri[0])
-    vals = _values(src, src.read(indexes, window=win), indexes, bands)
+    vals = to_values(src, src.read(indexes, window=win), indexes, bands)
     if win.width != cols.size or win.height != rows.size:  # not one-to-one: pick pixels
         vals = vals[:, ri - ri[0]][:, :, ci - ci[0]]
     fill, dtype = (np.nan, np.float32) if bands is not None else (MASK_OUTSIDE, np.int32)
@@ -136,7 +136,7 @@ def _block_mean(
         return None
     span = Window(c0 + j0 * k, r0 + i0 * k, (j1 - j0) * k, (i1 - i0) * k)
     win = span.intersection(Window(0, 0, src.width, src.height))
-    vals = _values(src, src.read(indexes, window=win), indexes, bands)
+    vals = to_values(src, src.read(indexes, window=win), indexes, bands)
     if (win.width, win.height) != (span.width, span.height):  # blocks cut by the file's edge
         ro, co = int(win.row_off - span.row_off), int(win.col_off - span.col_off)
         pad = ((0, 0), (ro, span.height - ro - win.height), (co, span.width - co - win.width))
@@ -172,7 +172,7 @@ def _warp(
     if c1 <= c0 or r1 <= r0:
         return None
     win = Window(c0, r0, c1 - c0, r1 - r0)
-    source = _values(src, src.read(indexes, window=win), indexes, bands)
+    source = to_values(src, src.read(indexes, window=win), indexes, bands)
     fill = np.nan if bands is not None else MASK_OUTSIDE
     dest = np.full((len(indexes), h, w), fill, dtype=source.dtype)
     reproject(
@@ -189,7 +189,7 @@ def _warp(
     return dest
 
 
-def _values(src: DatasetReader, raw: np.ndarray, indexes: list[int], bands: Bands) -> np.ndarray:
+def to_values(src: DatasetReader, raw: np.ndarray, indexes: list[int], bands: Bands) -> np.ndarray:
     """Reflectance (DN * scale + offset, float32) with NaN for nodata; for a mask
     (no ``bands``) the classes as int32."""
     if bands is None:

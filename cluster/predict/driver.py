@@ -26,6 +26,7 @@ from cluster.imagery.temporal import TimeRecipe
 from cluster.predict.actor import Predictor, fit_batch_size
 from cluster.predict.fleet import Fleet
 from cluster.predict.inputcheck import InputCheckError, precheck
+from cluster.predict.itemcheck import ItemsChecked, check_items
 from cluster.predict.readers import COLUMN_RUN, TILE_WORKER_ENV
 from cluster.predict.setup import (
     PredictorSetup,
@@ -80,6 +81,7 @@ class Summary:
     retries: int = 0  # requests to object storage retried (throttle.take)
     throttled: int = 0  # of them answered 429/503: slow down
     slowed: int = 0  # times a reader halved its requests in flight for it
+    input_check: str = ""  # what the check of every item found and cost
 
     @property
     def tiles_per_s(self) -> float:
@@ -96,6 +98,8 @@ class Summary:
             f"{self.tiles_per_s:.2f} tiles/s, {self.megapixels_per_s:.2f} megapixels/s; "
             f"store {self.store}",
         ]
+        if self.input_check:
+            out.append(self.input_check)
         if self.gap_px or self.filled_px:
             out.append(
                 f"{self.gap_px:,} mapped px left nodata for want of a sub-period, "
@@ -139,6 +143,7 @@ class Checked:
     layout: StoreLayout
     items: int
     warnings: tuple[str, ...] = ()  # input-check findings accepted by the config
+    items_checked: ItemsChecked | None = None  # every item, at its overviews
     recipe: TimeRecipe = TimeRecipe()  # noqa: RUF009 (frozen) inputs over time
 
 
@@ -155,6 +160,10 @@ def check_inputs(setup: PredictorSetup) -> Checked:
     catalog = open_catalog(setup, card, region)
     catalog.check_covers(region)
     accept = setup.accept_input_shift
+    items = None
+    if setup.check_items:
+        items = check_items(catalog, card, setup.checkpoint, accept=accept, recipe=recipe,
+                            year=setup.year)  # fmt: skip
     warnings = precheck(catalog, grid, region, card, setup.checkpoint, accept=accept,
                         recipe=recipe, year=setup.year)  # fmt: skip
     return Checked(
@@ -163,7 +172,8 @@ def check_inputs(setup: PredictorSetup) -> Checked:
         region=region,
         layout=StoreLayout.for_bounds(grid, region.bounds),
         items=len(catalog),
-        warnings=tuple(warnings),
+        warnings=(*(items.problems if items else ()), *warnings),
+        items_checked=items,
         recipe=recipe,
     )
 
@@ -250,6 +260,8 @@ def run_predict(
     done = store.done_tiles()
     region = checked.region
     summary = Summary(run_id=run_id, store=setup.store, tile_pixels=setup.grid.tile_size**2)
+    if checked.items_checked is not None:
+        summary.input_check = checked.items_checked.line()
 
     def pending() -> Iterator[Tile]:
         for tile in iter_tiles(setup.grid, region):

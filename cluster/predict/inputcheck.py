@@ -67,6 +67,7 @@ class ItemValues:
     tiles: int = 0
     layer: int = 0  # the sub-period of a stack these values are held against
     what: str = ""  # what the values are, if not the item's alone (a composite)
+    where: str = ""  # where they were read, if not in tiles ("its overviews")
 
     def add(self, pixels: np.ndarray) -> None:
         """``pixels``: (bands, n) with no NaN."""
@@ -193,7 +194,8 @@ def judge(
         f" band {name} "
         f"(asset {band.asset!r}, scale {band.scale:g}, offset {band.offset:+g} from "
         f"{band.origin or 'the catalog'}): values around {seen:.4g} (median of "
-        f"{values.count:,} clear pixels in {values.tiles} tile(s)), but checkpoint "
+        f"{values.count:,} clear pixels in {values.where or f'{values.tiles} tile(s)'}), but "
+        f"checkpoint "
         f"{checkpoint} was trained on {trained:.4g} ± {float(std[worst]):.2g}. Likely cause: "
         f"{cause}. Fix: {fix.format(where=where)}; or set run.accept_input_shift: true if "
         "these inputs are meant to differ"

@@ -37,6 +37,7 @@ class PredictorSetup:
     threads: int = 0  # torch intra-op threads; 0 = all the actor's CPUs
     overrides: Overrides = NO_OVERRIDES  # the config's word on bands, units, masks
     accept_input_shift: bool = False  # input-check findings only logged, not refused
+    check_items: bool = True  # every item's overviews checked before the run (run.check_items)
     time: TimeSettings = ()  # the config's time settings; the rest from the checkpoint
     readers: int = 0  # reader processes beside the actor on its node; 0: it reads itself
     queued: int = 1  # batches an actor holds at once (its calls in flight): its input slots

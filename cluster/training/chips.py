@@ -35,7 +35,7 @@ from cluster.imagery.temporal import TimeRecipe, run_year
 from cluster.predict.driver import connect_ray
 from cluster.storage.gdalenv import configure_gdal
 from cluster.storage.redact import redact
-from cluster.tiles.grid import Grid
+from cluster.tiles.grid import Grid, Tile
 from cluster.tiles.region import Region
 from cluster.training.chipstore import ChipStore
 from cluster.training.labels import NODATA, Labels, LabelSpec, open_labels
@@ -197,6 +197,16 @@ class ChipMaker:
         )
 
 
+def labelled_counts(labels: Labels, grid: Grid, cells: list[Tile], n_classes: int) -> np.ndarray:
+    """(chips, classes) labelled core pixels of each cell by the labels alone: what the
+    split is made from, known before (and whether or not) a chip's imagery is read."""
+    out = np.zeros((len(cells), n_classes), dtype=np.int64)
+    for i, tile in enumerate(cells):
+        core = labels.rasterize(grid, tile)
+        out[i] = np.bincount(core[core != NODATA], minlength=n_classes)[:n_classes]
+    return out
+
+
 def build_chips(
     spec: ChipSpec,
     uri: str,
@@ -222,8 +232,10 @@ def build_chips(
             f"({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}) in {spec.grid.crs}. Drop the labels "
             "outside the catalog's coverage, or widen the period, collections or cloud limit"
         )
-    store = ChipStore.create_or_open(uri, spec.recipe(), spec.grid, spec.channels,
-                                     spec.class_names, cells)  # fmt: skip
+    store = ChipStore.create_or_open(
+        uri, spec.recipe(), spec.grid, spec.channels, spec.class_names, cells,
+        lambda: labelled_counts(labels, spec.grid, cells, len(spec.class_names)),
+    )  # fmt: skip
     done = store.done()
     summary = ChipSummary(store=uri, chips=len(store), skipped=int(done.sum()))
     todo = [int(i) for i in np.flatnonzero(~done)]

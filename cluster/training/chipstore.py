@@ -4,7 +4,10 @@ A chip is one tile of the chip grid (``tile_size`` = chip size, ``halo`` =
 context), read exactly as a run reads a tile. Per chip the store holds the
 haloed imagery (float32, NaN where no item has a valid pixel), the labels on
 the same window (uint8, 255 = no label, also wherever the imagery is NaN),
-its chip-grid row and column, and its labelled core pixels per class. Each
+its chip-grid row and column, and its labelled core pixels per class: as made
+(``counts``, where the imagery is valid) and from the labels alone
+(``label_counts``, for every chip when the store is made, so the split does not
+depend on which chips were made). Each
 chip is its own chunk in ``image`` and ``label``: workers write disjoint
 chunks, no locks, and a rewritten chip is byte-identical.
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -67,8 +70,11 @@ class ChipStore:
         bands: tuple[str, ...],
         class_names: tuple[str, ...],
         chips: list[Tile],
+        label_counts: Callable[[], np.ndarray],
     ) -> ChipStore:
-        """Create the store for ``chips``, or open it to resume the same recipe."""
+        """Create the store for ``chips``, or open it to resume the same recipe.
+        ``label_counts``: the chips' labelled core pixels per class from the labels,
+        asked for where the store has none yet."""
         meta = {
             "format": FORMAT, "recipe": recipe, "recipe_sha256": _sha(recipe),
             "grid": {"crs": grid.crs, "origin": list(grid.origin), "resolution": grid.resolution,
@@ -89,6 +95,8 @@ class ChipStore:
                     f"{', '.join(changed) or 'its chips'}); give a new chip store path, or "
                     "delete it to make the chips again"
                 )
+            if "label_counts" not in store._group:  # a store from before they were kept
+                store._write_label_counts(label_counts())
             return store
         if rec.exists(uri):
             raise ClusterError(f"{uri} exists but is not a chip store; give a new path")
@@ -107,8 +115,18 @@ class ChipStore:
             array = group.create_array(name, shape=(n,), chunks=(max(n, 1),), dtype="int32",
                                        fill_value=0, dimension_names=["chip"])  # fmt: skip
             array[:] = np.asarray(values, dtype=np.int32)
+        store = cls(uri, group, meta)
+        store._write_label_counts(label_counts())
         group.attrs.update({"statemap_chips": meta})  # last: marks the store complete
-        return cls(uri, group, meta)
+        return store
+
+    def _write_label_counts(self, counts: np.ndarray) -> None:
+        n, c = len(self), len(self.class_names)
+        array = self._group.create_array(
+            "label_counts", shape=(n, c), chunks=(max(n, 1), c), dtype="int64", fill_value=0,
+            dimension_names=["chip", "class"], overwrite=True,
+        )  # fmt: skip
+        array[:] = np.asarray(counts, dtype=np.int64).reshape(n, c)
 
     @classmethod
     def open(cls, uri: str, writable: bool = False) -> ChipStore:
@@ -144,6 +162,10 @@ class ChipStore:
     def counts(self) -> np.ndarray:
         """Labelled core pixels per chip and class (zeros for chips not yet done)."""
         return self._group["counts"][:]
+
+    def label_counts(self) -> np.ndarray:
+        """Labelled core pixels per chip and class by the labels alone, every chip."""
+        return self._group["label_counts"][:]
 
     def done(self) -> np.ndarray:
         """bool per chip: made and recorded."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,15 @@ from cluster.errors import ClusterError
 from cluster.training.chips import ChipSpec, ChipSummary, build_chips
 from cluster.training.chipstore import ChipStore
 from cluster.training.dataset import ChipDataset, band_stats, class_weights, training_batches
-from cluster.training.split import TEST, TRAIN, VAL, BlockSplit, SplitSpec, split_chips
+from cluster.training.split import (
+    TEST,
+    TRAIN,
+    UNUSED,
+    VAL,
+    BlockSplit,
+    SplitSpec,
+    split_chips,
+)
 from unet.augment import check_augmentation
 from unet.baseline import BaselineResult, fit_pixels
 from unet.checkpoint import ModelCard
@@ -60,6 +68,7 @@ class CatalogTrainSpec:
     device: str = "auto"
     loader_workers: int = 0  # DataLoader processes reading chips ahead (0: in the loop)
     chip_workers: int = 0  # ChipMaker actors (0: one per CPU of the cluster)
+    max_failed_chips: float = 0.01  # share of labelled chips that may fail; more stops
 
 
 def prepare(spec: CatalogTrainSpec, progress: bool = True) -> tuple[ChipSummary, BlockSplit]:
@@ -74,14 +83,34 @@ def prepare(spec: CatalogTrainSpec, progress: bool = True) -> tuple[ChipSummary,
         )
     spec.split.check(grid, config.receptive_radius)
     made = build_chips(spec.chips, spec.chip_store, workers=spec.chip_workers, progress=progress)
+    check_failed(ChipStore.open(spec.chip_store), made, spec.max_failed_chips)
     return made, chip_split(spec)
 
 
+def check_failed(store: ChipStore, made: ChipSummary, max_share: float) -> None:
+    """Refuse to train without more than ``max_share`` of the labelled chips: a model
+    trained on what happened to read is judged on a split it did not choose."""
+    labelled = store.label_counts().sum(axis=1) > 0
+    missing = int((labelled & ~store.done()).sum())
+    if missing and missing > max_share * labelled.sum():
+        example = next(iter(made.failed.values()), "")
+        raise ClusterError(
+            f"chip store {store.uri}: {missing} of {int(labelled.sum())} chips holding labels "
+            f"failed ({missing / labelled.sum():.1%}; training.max_failed_chips allows "
+            f"{max_share:.1%}){', e.g. ' + example if example else ''}. Fix the inputs and "
+            "rerun: the chips made are kept and only the failed ones are made again"
+        )
+
+
 def chip_split(spec: CatalogTrainSpec) -> BlockSplit:
-    """The split of the made chip store: computed, so the same for every caller."""
+    """The split of the chip store: computed from the labels of every chip, made or
+    not, so the same for every caller and unchanged when a rerun makes chips that
+    failed; chips not (yet) made are in none of its sets."""
     store = ChipStore.open(spec.chip_store)
-    return split_chips(spec.split, spec.chips.grid, store.rows, store.cols, store.counts(),
-                       spec.chips.class_names)  # fmt: skip
+    split = split_chips(spec.split, spec.chips.grid, store.rows, store.cols,
+                        store.label_counts(), spec.chips.class_names)  # fmt: skip
+    codes = np.where(store.done(), split.chip_split, UNUSED).astype(np.uint8)
+    return replace(split, chip_split=codes)
 
 
 def train_from_catalog(

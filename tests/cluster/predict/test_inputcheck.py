@@ -128,9 +128,12 @@ def test_a_run_on_wrong_units_stops_before_writing(trained_sample, tmp_path, edi
     config.write_text(yaml.safe_dump(doc))
     run = _predict(config)
     assert run.returncode == 2, run.stdout + run.stderr
-    (line,) = run.stderr.strip().splitlines()
-    assert line.startswith("statemap: error: input check: item S2")
-    assert " band " in line and cause in line and "Traceback" not in run.stderr
+    first, *more = run.stderr.strip().splitlines()
+    assert first.startswith("statemap: error: input check: ") and "Traceback" not in run.stderr
+    named = [line[2:] for line in more] or [first.removeprefix("statemap: error: ")]
+    assert len(named) == 4  # every item of the copy, each named on its own line
+    for line in named:
+        assert line.startswith("input check: item S2") and " band " in line and cause in line
     assert not (tmp_path / "run" / "map.zarr").exists()  # refused before the store
 
     doc = yaml.safe_load(config.read_text())
@@ -173,6 +176,7 @@ def test_an_actor_meeting_wrong_units_stops_the_run(trained_sample, tmp_path):
     config = predict_config(copy, tmp_path / "run")
     doc = yaml.safe_load(config.read_text())
     doc["collections"] = None
+    doc["run"]["check_items"] = False  # the check of every item would refuse it up front
     config.write_text(yaml.safe_dump(doc))
     spec = load_predict_config(config)
     assert all(t.col > 0 for t in sample_tiles(grid, load_region_of(spec)))

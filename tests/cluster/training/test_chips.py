@@ -21,6 +21,10 @@ from cluster.tiles.grid import Grid
 from cluster.training.chips import ChipMaker, ChipSpec, build_chips
 from cluster.training.chipstore import ChipStore
 from cluster.training.labels import LabelSpec, open_labels
+from cluster.training.split import TEST, TRAIN, UNUSED, VAL, SplitSpec
+from cluster.training.train import CatalogTrainSpec, check_failed, chip_split
+from unet.model import UNetConfig
+from unet.train import Budget
 
 pytestmark = pytest.mark.slow
 SPEC = SampleSpec(seed=2, width=256, height=256, stand_px=64)
@@ -83,9 +87,10 @@ def test_an_interrupted_build_resumes_to_the_same_store(local_ray, region, tmp_p
     whole = tmp_path / "whole.zarr"
     build_chips(spec, str(whole), progress=False)
     cut = tmp_path / "cut.zarr"
+    made = ChipStore.open(str(whole))
     store = ChipStore.create_or_open(str(cut), spec.recipe(), spec.grid, spec.bands,
-                                     spec.class_names, [ChipStore.open(str(whole)).tile(i)
-                                     for i in range(len(ChipStore.open(str(whole))))])  # fmt: skip
+                                     spec.class_names, [made.tile(i) for i in range(len(made))],
+                                     made.label_counts)  # fmt: skip
     maker = ChipMaker(spec, str(cut), open_labels(spec.labels, CLASS_NAMES, SPEC.crs))
     first = maker.make(list(range(len(store) // 2)))
     store.mark_done([(r.index, np.asarray(r.counts)) for r in first])
@@ -137,3 +142,43 @@ def test_digital_numbers_for_reflectance_stop_the_build(local_ray, region, tmp_p
     with pytest.raises(ClusterError, match=r"band \w+ of item S2\w+ .*digital numbers, not "
                        r"reflectance.*chip making stopped"):  # fmt: skip
         build_chips(spec, str(tmp_path / "c.zarr"), progress=False)
+
+
+def test_failed_chips_stop_training_and_their_remaking_keeps_the_split(local_ray, region, tmp_path):
+    """Chips that fail are counted against training.max_failed_chips, and the split
+    comes from the labels of every chip: making the failed ones later changes none
+    of it."""
+    sample, refs = region
+    copy = tmp_path / "sample"
+    shutil.copytree(sample.root, copy)
+    spec = _spec(sample, refs.stands, catalog=str(copy / "catalog.json"))
+    first = Catalog.open(spec.catalog, BANDS, SPEC.crs, collections=["sentinel-2-l2a"]).items[0]
+    broken = Path(first.bands[2].href)
+    good = broken.read_bytes()
+    broken.write_bytes(good[:1000])  # cut off: every chip reads this item first
+    train_spec = CatalogTrainSpec(
+        chips=spec, chip_store=str(tmp_path / "chips.zarr"),
+        split=SplitSpec(block_px=64, buffer_px=16, fractions=(0.6, 0.2, 0.2)),
+        output=tmp_path / "model", class_colors=("#000000",) * len(CLASS_NAMES),
+        model=UNetConfig(len(BANDS), len(CLASS_NAMES), depth=2), budget=Budget(1.0, 1, 1, 1e-3, 0),
+    )  # fmt: skip
+    made = build_chips(spec, train_spec.chip_store, progress=False)
+    store = ChipStore.open(train_spec.chip_store)
+    done = store.done()
+    assert len(made.failed) == (~done).sum() > 10 and done.sum() > 10  # some blocks were whole
+    with pytest.raises(ClusterError, match=r"chips holding labels failed \(\d+\.\d%.*allows 1\.0%"):
+        check_failed(store, made, 0.01)
+    check_failed(store, made, 1.0)  # allowed: trains without them
+    before = chip_split(train_spec)
+    assert (before.chip_split[~done] == UNUSED).all()  # not made: in no set yet
+
+    broken.write_bytes(good)  # repaired: the rerun makes just the failed chips
+    remade = build_chips(spec, train_spec.chip_store, progress=False)
+    assert remade.made == (~done).sum() and remade.skipped == done.sum() and not remade.failed
+    check_failed(store, remade, 0.0)
+    after = chip_split(train_spec)
+    assert after.blocks == before.blocks  # every block stays in its set
+    np.testing.assert_array_equal(after.chip_split[done], before.chip_split[done])
+    labelled = store.label_counts().sum(axis=1) > 0
+    assert (after.chip_split[labelled] != UNUSED).all()
+    assert {int(c) for c in after.chip_split[labelled]} == {TRAIN, VAL, TEST}

@@ -9,7 +9,7 @@ from cluster.sample.catalog import write_region
 from cluster.sample.references import write_references
 from cluster.sample.scene import BANDS, CLASS_NAMES, SampleSpec
 from cluster.tiles.grid import Grid
-from cluster.training.chips import ChipMaker, ChipSpec
+from cluster.training.chips import ChipMaker, ChipSpec, labelled_counts
 from cluster.training.chipstore import ChipStore
 from cluster.training.dataset import ChipDataset, band_stats, class_weights, training_batches
 from cluster.training.labels import LabelSpec, open_labels
@@ -31,8 +31,10 @@ def chips(tmp_path_factory):
     )  # fmt: skip
     labels = open_labels(spec.labels, CLASS_NAMES, SPEC.crs)
     uri = str(out / "chips.zarr")
-    store = ChipStore.create_or_open(uri, spec.recipe(), spec.grid, BANDS, CLASS_NAMES,
-                                     labels.cells(spec.grid))  # fmt: skip
+    cells = labels.cells(spec.grid)
+    counts = labelled_counts(labels, spec.grid, cells, len(CLASS_NAMES))
+    store = ChipStore.create_or_open(uri, spec.recipe(), spec.grid, BANDS, CLASS_NAMES, cells,
+                                     lambda: counts)  # fmt: skip
     results = ChipMaker(spec, uri, labels).make(list(range(len(store))))
     store.mark_done([(r.index, np.asarray(r.counts)) for r in results])
     split = split_chips(SplitSpec(block_px=64, buffer_px=16, fractions=(0.6, 0.2, 0.2)),
