@@ -70,6 +70,7 @@ def write_config(out: Path, region: Path, catalog: Path, resolution: float, tps:
     import yaml
 
     from unet.checkpoint import ModelCard, save_checkpoint
+    from unet.context import context_record
     from unet.model import UNet, UNetConfig
 
     bands = ("red", "green", "blue", "nir")
@@ -78,8 +79,10 @@ def write_config(out: Path, region: Path, catalog: Path, resolution: float, tps:
         config, bands, (0.1,) * 4, (0.1,) * 4, ("a", "b", "c", "d"),
         ("#000000", "#555555", "#aaaaaa", "#ffffff"), resolution,
     )  # fmt: skip
+    model = UNet(config)
+    card.extra["context"] = context_record(model, None)  # untrained: a few px
     checkpoint = out / f"model_{resolution:g}m.safetensors"
-    save_checkpoint(checkpoint, UNet(config), card)
+    save_checkpoint(checkpoint, model, card)
     doc = {
         "name": f"germany-{resolution:g}m",
         "region": str(region),

@@ -33,7 +33,7 @@ def measure_tiles_per_second(
     model, card = parse_checkpoint(checkpoint_bytes(checkpoint), checkpoint)
     device = pick_device("auto")
     model = prepare_for_device(model, device)
-    side = tile_size + 2 * halo
+    side = tile_size + 2 * halo - card.config.multiple  # the window put on its lattice
     shape = (card.config.in_bands, side, side)
     batch_size = batch_size or fit_batch(model, shape, device)  # 0: run.batch_size auto
     x = model_input(torch.randn(batch_size, *shape), device)

@@ -21,6 +21,7 @@ from cluster.sample.scene import BANDS, CLASS_COLORS, CLASS_NAMES, SampleSpec
 from cluster.tiles.grid import Grid, count_tiles, iter_tiles
 from cluster.tiles.region import load_region
 from unet.checkpoint import ModelCard, save_checkpoint
+from unet.context import context_record
 from unet.model import UNet, UNetConfig
 
 CRS = "EPSG:25832"
@@ -109,9 +110,11 @@ def expected(items, bands=MODEL_BANDS):
 
 def checkpoint(path, bands=MODEL_BANDS, resolution=10.0):
     config = UNetConfig(in_bands=len(bands), num_classes=len(CLASS_NAMES), base_width=2, depth=2)
+    model = UNet(config)
     card = ModelCard(config, tuple(bands), (0.1,) * len(bands), (0.05,) * len(bands),
-                     CLASS_NAMES, CLASS_COLORS, resolution)  # fmt: skip
-    save_checkpoint(path, UNet(config), card)
+                     CLASS_NAMES, CLASS_COLORS, resolution,
+                     extra={"context": context_record(model, None)})  # fmt: skip
+    save_checkpoint(path, model, card)
     return str(path)
 
 
@@ -121,7 +124,7 @@ def setup_for(root, catalog="items.ndjson", resolution=10.0, tile_size=64, **kw)
         "checkpoint": checkpoint(root / "model.safetensors", resolution=resolution),
         "catalog": str(root / catalog), "collections": ("s2",), "start": "2020-01-01",
         "end": "2024-12-31", "max_cloud_cover": 30.0, "region": str(root / "region.geojson"),
-        "grid": Grid.covering(CRS, region.bounds, resolution, tile_size, halo=8),
+        "grid": Grid.covering(CRS, region.bounds, resolution, tile_size, halo=24),
         "store": str(root / "unused.zarr"), "batch_size": 4,
     } | kw  # fmt: skip
     return PredictorSetup(**args), region

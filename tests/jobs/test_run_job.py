@@ -44,7 +44,7 @@ def test_resubmission_after_ray_job_stop_resumes(head_node, tmp_path):
     address, env = head_node
     source = next(p for p in REGIONS if p.stem == "sample")
     overrides = tiny_data(source, tmp_path / "data", size=384)
-    overrides += ["grid.tile_size=40", "grid.halo=20", "run.flush_seconds=0", "run.batch_size=1"]
+    overrides += ["grid.tile_size=40", "grid.halo=24", "run.flush_seconds=0", "run.batch_size=1"]
     config = with_overrides(source, overrides, tmp_path / "run.yaml")
     reference = with_overrides(
         source,
