@@ -17,7 +17,8 @@ disagree the metadata wins, and the disagreement is logged once per collection.
 The quality mask is Sentinel-2's scene classification (``scl``, ``SCL``,
 ``SCL_20m``: the finest) or any asset with the data-mask role; its invalid
 values are those whose ``classification:classes`` say no data, cloud, shadow,
-cirrus, saturated or defective (Sen2Cor's 0, 1, 3, 8, 9, 10 when unnamed).
+cirrus, snow or ice, saturated or defective (Sen2Cor's 0, 1, 3, 8, 9, 10, 11 when
+unnamed): snow hides the surface a land-cover map describes as cloud does.
 
 Where files are: the Copernicus Data Space's hrefs are ``s3://eodata/...`` on
 its own S3 endpoint (:data:`BUCKET_ENDPOINTS`), which the reader opens with
@@ -53,10 +54,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Sen2Cor scene classes without usable surface reflectance:
-# 0 no data, 1 saturated/defective, 3 cloud shadow, 8/9 cloud, 10 thin cirrus.
-SCL_INVALID: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
+# 0 no data, 1 saturated/defective, 3 cloud shadow, 8/9 cloud, 10 thin cirrus, 11 snow.
+SCL_INVALID: tuple[int, ...] = (0, 1, 3, 8, 9, 10, 11)
 # classification:classes names that make a pixel of a mask asset unusable.
-_INVALID_CLASS = re.compile(r"no.?data|saturat|defect|cloud|shadow|cirrus", re.IGNORECASE)
+_INVALID_CLASS = re.compile(
+    r"no.?data|saturat|defect|cloud|shadow|cirrus|snow", re.IGNORECASE
+)
 _SCL_KEY = re.compile(r"^scl(?:[_-](\d+)m)?$", re.IGNORECASE)
 _BASELINE = re.compile(r"_N(\d{2})(\d{2})_")
 _SKIP_ROLES = {"thumbnail", "overview", "metadata", "visual"}
