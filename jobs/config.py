@@ -62,7 +62,7 @@ class GridSection(_Strict):
     crs: str
     resolution: Annotated[float, Field(gt=0)]
     tile_size: Annotated[int, Field(ge=16, le=8192)] = 256
-    halo: Annotated[int, Field(ge=0)] = 48
+    halo: Annotated[int, Field(ge=0)] = 56
     origin: tuple[float, float] | None = None  # default: snapped north-west of the region
 
 

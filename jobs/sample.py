@@ -88,7 +88,7 @@ def predict_config(
             "crs": spec.crs,
             "resolution": spec.resolution,
             "tile_size": tile_size,
-            "halo": 48,
+            "halo": 56,
             "origin": list(spec.origin),
         },
         "run": {"batch_size": 4},

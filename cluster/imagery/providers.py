@@ -57,9 +57,7 @@ log = logging.getLogger(__name__)
 # 0 no data, 1 saturated/defective, 3 cloud shadow, 8/9 cloud, 10 thin cirrus, 11 snow.
 SCL_INVALID: tuple[int, ...] = (0, 1, 3, 8, 9, 10, 11)
 # classification:classes names that make a pixel of a mask asset unusable.
-_INVALID_CLASS = re.compile(
-    r"no.?data|saturat|defect|cloud|shadow|cirrus|snow", re.IGNORECASE
-)
+_INVALID_CLASS = re.compile(r"no.?data|saturat|defect|cloud|shadow|cirrus|snow", re.IGNORECASE)
 _SCL_KEY = re.compile(r"^scl(?:[_-](\d+)m)?$", re.IGNORECASE)
 _BASELINE = re.compile(r"_N(\d{2})(\d{2})_")
 _SKIP_ROLES = {"thumbnail", "overview", "metadata", "visual"}

@@ -248,7 +248,7 @@ def test_static_catalog_and_checkpoint_header(tmp_path):
     ckpt = checkpoint(tmp_path / "m.safetensors", bands=BANDS, resolution=spec.resolution)
     setup = PredictorSetup(
         ckpt, str(sample.catalog), None, None, None, None, str(sample.boundary),
-        Grid.covering(spec.crs, region.bounds, spec.resolution, 64, 8), "unused", 2,
+        Grid.covering(spec.crs, region.bounds, spec.resolution, 64, 24), "unused", 2,
     )  # fmt: skip
     plan = plan_run(setup, 3.0)
     catalog = Catalog.open(str(sample.catalog), BANDS, spec.crs)

@@ -94,7 +94,7 @@ def test_tick_submits_what_is_due_once(head_node, tmp_path):
     for name, cron in (("sample", "0 3 1 9 *"), ("rlp-s2-10m", "0 3 1 9 *")):
         source = next(p for p in REGIONS if p.stem == name)
         overrides = tiny_data(source, tmp_path / name, size=96)
-        overrides += ["grid.tile_size=64", "run.flush_seconds=0"]
+        overrides += ["grid.tile_size=64", "grid.halo=24", "run.flush_seconds=0"]
         with_overrides(source, overrides, configs / f"{name}.yaml")
         entries.append({"config": f"regions/{name}.yaml", "cron": cron, "period_months": 4})
     ortho = next(p for p in REGIONS if p.stem == "rlp-ortho-1m")

@@ -131,13 +131,13 @@ def test_killed_run_resumes_to_identical_store(trained_sample, local_ray, tmp_pa
     unfinished tiles are computed and the store equals an uninterrupted run."""
     ref_dir = tmp_path / "ref"
     ref_spec = load_predict_config(
-        _config(trained_sample, ref_dir, tile_size=48, halo=40, batch_size=2)
+        _config(trained_sample, ref_dir, tile_size=56, halo=52, batch_size=2)
     )
     total = run_predict(ref_spec, progress=False).done
-    assert total == 64
+    assert total == 49
 
     cut = tmp_path / "cut"
-    config = _config(trained_sample, cut, tile_size=48, halo=40, batch_size=2)
+    config = _config(trained_sample, cut, tile_size=56, halo=52, batch_size=2)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     log_path = tmp_path / "predict.log"
     with log_path.open("wb") as log_file:

@@ -40,6 +40,7 @@ from jobs.sample import predict_config
 from tests.conftest import store_tree
 from tests.netproxy import free_port
 from unet.checkpoint import ModelCard, save_checkpoint
+from unet.context import context_record
 from unet.model import UNet, UNetConfig
 
 pytestmark = pytest.mark.slow
@@ -244,7 +245,9 @@ def sample(tmp_path_factory) -> tuple[Path, SampleRegion]:
         class_colors=CLASS_COLORS,
         resolution=SPEC.resolution,
     )
-    save_checkpoint(out / "model" / "checkpoint.safetensors", UNet(config), card)
+    model = UNet(config)
+    card.extra["context"] = context_record(model, None)  # what the run's halo is held to
+    save_checkpoint(out / "model" / "checkpoint.safetensors", model, card)
     return out, region
 
 
