@@ -118,9 +118,10 @@ class TrainConfig(_Strict):
 
 
 class SplitSection(_Strict):
-    """Spatial blocks (``kind: blocks``) or the eastern strip (``kind: east``)."""
+    """Whole stands in spatial blocks (``kind: stands``, what ``auto`` picks for vector
+    labels), spatial blocks (``kind: blocks``, for rasters) or the eastern strip."""
 
-    kind: Literal["blocks", "east"] = "blocks"
+    kind: Literal["auto", "stands", "blocks", "east"] = "auto"
     block_px: Annotated[int, Field(ge=16)] = 512
     buffer_px: Annotated[int, Field(ge=0)] = 64  # >= the U-Net's receptive radius
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train, validation, test

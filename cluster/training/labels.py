@@ -169,11 +169,19 @@ def _is_raster(path: Path) -> bool:
 class VectorLabels(Labels):
     """Polygons (points already grown to squares or discs) in the grid CRS, with classes."""
 
-    def __init__(self, source: str, crs: str, parts: np.ndarray, classes: np.ndarray) -> None:
+    def __init__(
+        self,
+        source: str,
+        crs: str,
+        parts: np.ndarray,
+        classes: np.ndarray,
+        owners: np.ndarray | None = None,
+    ) -> None:
         self.source = source
         self.crs = crs
         self._parts = parts
         self._classes = classes
+        self._owners = np.arange(len(parts)) if owners is None else np.asarray(owners)
         self._tree: shapely.STRtree | None = None
 
     @classmethod
@@ -189,7 +197,7 @@ class VectorLabels(Labels):
         geoms, values, src_crs = vector.read_vector(path, source, field, spec.layer)
         classes = vector.class_indices(values, class_names, source, field)
         geoms = vector.to_crs(geoms, src_crs, crs, source)
-        parts, part_classes = vector.footprints(
+        parts, part_classes, owners = vector.footprints(
             geoms,
             classes,
             source,
@@ -197,7 +205,7 @@ class VectorLabels(Labels):
             point_shape=spec.point_shape,
             inner_buffer=float(spec.inner_buffer),
         )
-        return cls(source, crs, parts, part_classes)
+        return cls(source, crs, parts, part_classes, owners)
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -256,9 +264,7 @@ class VectorLabels(Labels):
         self._check_crs(grid)
         shape = grid.tile_shape(halo)
         out = np.full(shape, NODATA, dtype=np.uint8)
-        if self._tree is None:
-            self._tree = shapely.STRtree(self._parts)
-        hits = np.sort(self._tree.query(shapely.box(*grid.tile_bounds(tile, halo))))
+        hits = self.query(grid.tile_bounds(tile, halo))
         if hits.size == 0:
             return out
         transform = grid.tile_transform(tile, halo)
@@ -279,6 +285,25 @@ class VectorLabels(Labels):
             out[mask] = cls
         out[clash] = NODATA
         return out
+
+    @property
+    def parts(self) -> np.ndarray:
+        """Single polygons in the labels' CRS (``cluster.training.stands`` reads them)."""
+        return self._parts
+
+    @property
+    def owners(self) -> np.ndarray:
+        """The feature (stand, plot) each part came from: what a split keeps whole."""
+        return self._owners
+
+    def query(self, bounds: Bounds) -> np.ndarray:
+        """Indexes (sorted) of the parts whose boxes meet ``bounds``."""
+        if self._tree is None:
+            self._tree = shapely.STRtree(self._parts)
+        return np.sort(self._tree.query(shapely.box(*bounds)))
+
+    def check_crs(self, grid: Grid) -> None:
+        self._check_crs(grid)
 
     def _check_crs(self, grid: Grid) -> None:
         if grid.crs != self.crs and CRS.from_user_input(grid.crs) != CRS.from_user_input(self.crs):

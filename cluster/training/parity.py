@@ -46,7 +46,9 @@ def map_scores(
     res = store.layout.grid.resolution
     g, n = chips.grid, len(names)
     confusion = np.zeros((n + 1, n + 1), dtype=np.int64)
-    for index in metrics["test_chips"]["indexes"]:
+    scored = metrics["test_chips"].get("labels")  # absent: a model from before stands
+    test_labels = np.load(Path(model_dir) / scored)["labels"] if scored else None
+    for k, index in enumerate(metrics["test_chips"]["indexes"]):
         x0, _, _, y1 = g.tile_bounds(chips.tile(index))
         col, row = (x0 - t.c) / res, (t.f - y1) / res
         if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
@@ -57,7 +59,8 @@ def map_scores(
         r, c = round(row), round(col)
         if r < 0 or c < 0 or r + g.tile_size > mapped.shape[0] or c + g.tile_size > mapped.shape[1]:
             raise ClusterError(f"map {run_store} does not cover test chip {index}: map the region")
-        label = chips.label[index][g.halo : g.halo + g.tile_size, g.halo : g.halo + g.tile_size]
+        label = (chips.label[index][g.halo : g.halo + g.tile_size, g.halo : g.halo + g.tile_size]
+                 if test_labels is None else test_labels[k])  # fmt: skip
         pred = mapped[r : r + g.tile_size, c : c + g.tile_size]
         if within is not None:
             label = np.where(within[r : r + g.tile_size, c : c + g.tile_size], label, NODATA)

@@ -15,6 +15,11 @@ among those that put every class into every split that has a fraction. The
 split is computed from the chips' positions and class counts, not stored with
 the pixels, so changing it needs no chip to be read again.
 
+Where labels are features (polygons, points), ``stands`` (what ``auto``, the
+default, picks for them) keeps each feature whole in one split
+(``cluster.training.stands``): a pixel's split is its feature's, the feature
+taking its block's. ``blocks`` stays for raster labels, which have no features.
+
 ``east`` keeps the old scheme: the eastern ``east_fraction`` of the labelled
 extent is the test area, the rest trains, the buffer between them.
 """
@@ -29,6 +34,8 @@ from scipy import ndimage
 
 from cluster.errors import ClusterError
 from cluster.tiles.grid import Grid
+from cluster.training.labels import Labels, VectorLabels
+from cluster.training.stands import Stands
 
 __all__ = ["NAMES", "TEST", "TRAIN", "UNUSED", "VAL", "BlockSplit", "SplitSpec", "split_chips"]
 
@@ -36,13 +43,15 @@ TRAIN, VAL, TEST = 0, 1, 2
 UNUSED = 255  # a chip with no labelled pixel in its core
 NAMES = ("train", "validation", "test")
 _TRIES = 256
+KINDS = ("auto", "stands", "blocks", "east")
 
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """How chips are split; ``kind`` "blocks" (default) or "east"."""
+    """How chips are split; ``kind`` "auto" (stands for features, else blocks),
+    "stands", "blocks" or "east"."""
 
-    kind: str = "blocks"
+    kind: str = "auto"
     block_px: int = 512
     buffer_px: int = 64
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
@@ -51,15 +60,15 @@ class SplitSpec:
 
     def check(self, grid: Grid, receptive_radius: int) -> None:
         """Refuse a split that cannot mean what it says, naming the field and the fix."""
-        if self.kind not in ("blocks", "east"):
-            raise ClusterError(f"split.kind {self.kind!r}: use 'blocks' or 'east'")
+        if self.kind not in KINDS:
+            raise ClusterError(f"split.kind {self.kind!r}: use one of {list(KINDS)}")
         if self.buffer_px < receptive_radius:
             raise ClusterError(
                 f"split.buffer_px {self.buffer_px} is less than the U-Net's receptive radius "
                 f"({receptive_radius} px): training pixels would see test pixels' "
                 f"surroundings; set buffer_px >= {receptive_radius}"
             )
-        if self.kind == "blocks" and (
+        if self.kind != "east" and (
             self.block_px < grid.tile_size or self.block_px % grid.tile_size
         ):
             raise ClusterError(
@@ -87,11 +96,14 @@ class BlockSplit:
     chip_split: np.ndarray  # uint8 per chip: TRAIN, VAL, TEST or UNUSED
     blocks: dict[tuple[int, int], int]  # block (row, col) -> split; "east": column cut instead
     east_col: int = 0  # "east": first grid pixel column of the test area
+    stands: Stands | None = None  # "stands": each feature's split; pixels take their feature's
 
     def pixel_split(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Split code (h, w) of the grid pixels at ``rows`` x ``cols`` (1-D pixel indexes
         from the grid origin); UNUSED where no labelled chip's block is."""
         rows, cols = np.asarray(rows).ravel(), np.asarray(cols).ravel()
+        if self.stands is not None:
+            return self.stands.pixel_split(self.grid, rows, cols)
         if self.spec.kind == "east":
             line = np.where(cols >= self.east_col, TEST, TRAIN).astype(np.uint8)
             return np.broadcast_to(line, (len(rows), len(cols))).copy()
@@ -126,12 +138,17 @@ class BlockSplit:
         return keep[margin : margin + size, margin : margin + size]
 
     def summary(self, counts: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> dict[str, dict]:
-        """Chips and labelled core pixels per split (``counts``: chips x classes), and
-        for training about how many of them lie outside the buffer."""
+        """Chips, labelled core pixels and classes per split (``counts``: chips x
+        classes; with stands some of a chip's pixels are another split's, and unused),
+        features per split with stands, and for training about how many pixels lie
+        outside the buffer."""
         out: dict[str, dict] = {}
         for code, name in enumerate(NAMES):
             mine = self.chip_split == code
-            out[name] = {"chips": int(mine.sum()), "pixels": int(counts[mine].sum())}
+            out[name] = {"chips": int(mine.sum()), "pixels": int(counts[mine].sum()),
+                         "classes": int((counts[mine].sum(axis=0) > 0).sum())}  # fmt: skip
+            if self.stands is not None:
+                out[name]["features"] = int(self.stands.counts()[code])
         g = self.grid
         core = slice(g.halo, g.halo + g.tile_size)
         usable = 0.0
@@ -155,9 +172,11 @@ def split_chips(
     cols: np.ndarray,
     counts: np.ndarray,
     class_names: Sequence[str],
+    labels: Labels | None = None,
 ) -> BlockSplit:
     """Assign each chip (chip-grid ``rows``/``cols``, per-class labelled core pixel
-    ``counts``) to a split; refuse if a class cannot be in every split."""
+    ``counts``) to a split; refuse if a class cannot be in every split. ``labels``:
+    the reference labels, whose features (if any) kind "auto" and "stands" keep whole."""
     rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
     counts = np.asarray(counts, dtype=np.int64).reshape(len(rows), len(class_names))
     labelled = counts.sum(axis=1) > 0
@@ -174,7 +193,15 @@ def split_chips(
     blocks = {(int(r), int(c)): int(code) for (r, c), code in zip(keys, codes, strict=True)}
     chip_split = np.full(len(rows), UNUSED, dtype=np.uint8)
     chip_split[labelled] = codes[inverse.ravel()]
-    return BlockSplit(spec, grid, chip_split, blocks)
+    stands = None
+    if spec.kind == "stands" and not isinstance(labels, VectorLabels):
+        raise ClusterError(
+            "split.kind stands keeps each feature of the labels whole, and raster labels have "
+            "no features: use kind blocks (or auto) for them"
+        )
+    if spec.kind in ("stands", "auto") and isinstance(labels, VectorLabels):
+        stands = Stands.assign(labels, grid, blocks, spec.block_px)
+    return BlockSplit(spec, grid, chip_split, blocks, stands=stands)
 
 
 def _east(

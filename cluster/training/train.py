@@ -25,6 +25,7 @@ from cluster.errors import ClusterError
 from cluster.training.chips import ChipSpec, ChipSummary, build_chips
 from cluster.training.chipstore import ChipStore
 from cluster.training.dataset import ChipDataset, band_stats, class_weights, training_batches
+from cluster.training.labels import NODATA, open_labels
 from cluster.training.split import (
     TEST,
     TRAIN,
@@ -50,6 +51,7 @@ __all__ = [
 ]  # fmt: skip
 
 _FOREST_PIXELS = 100_000
+TEST_LABELS = "test_labels.npz"  # beside metrics.json: what parity scores a map against
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,11 @@ def chip_split(spec: CatalogTrainSpec) -> BlockSplit:
     not, so the same for every caller and unchanged when a rerun makes chips that
     failed; chips not (yet) made are in none of its sets."""
     store = ChipStore.open(spec.chip_store)
-    split = split_chips(spec.split, spec.chips.grid, store.rows, store.cols,
-                        store.label_counts(), spec.chips.class_names)  # fmt: skip
+    chips = spec.chips
+    labels = None if spec.split.kind in ("blocks", "east") else (
+        open_labels(chips.labels, chips.class_names, chips.grid.crs))  # fmt: skip
+    split = split_chips(spec.split, chips.grid, store.rows, store.cols, store.label_counts(),
+                        chips.class_names, labels)  # fmt: skip
     codes = np.where(store.done(), split.chip_split, UNUSED).astype(np.uint8)
     return replace(split, chip_split=codes)
 
@@ -162,10 +167,24 @@ def train_from_catalog(
     )
     test_chips = [int(i) for i in np.flatnonzero(split.chip_split == TEST)]
     metrics = {"split": summary, "chip_store": spec.chip_store,
-               "test_chips": {"grid": asdict(chips.grid), "indexes": test_chips}}  # fmt: skip
+               "test_chips": {"grid": asdict(chips.grid), "indexes": test_chips,
+                              "labels": TEST_LABELS}}  # fmt: skip
     ckpt, digest = save_outputs(spec.output, model, card, test, fitted, "U-Net, test blocks",
                                 metrics)  # fmt: skip
+    np.savez_compressed(spec.output / TEST_LABELS, labels=test_labels(store, split, test_chips))
     return TrainResult(ckpt, digest, test, fitted.steps, fitted.seconds, fitted.history)
+
+
+def test_labels(store: ChipStore, split: BlockSplit, indexes: list[int]) -> np.ndarray:
+    """(chips, size, size) uint8: the core labels each test chip was scored on (those
+    of its own split's pixels; with stands, not those of a training stand in it)."""
+    g = split.grid
+    core = slice(g.halo, g.halo + g.tile_size)
+    out = np.full((len(indexes), g.tile_size, g.tile_size), NODATA, dtype=np.uint8)
+    for k, i in enumerate(indexes):
+        usable = split.label_mask(i, int(store.rows[i]), int(store.cols[i]))
+        out[k] = np.where(usable, store.label[i], NODATA)[core, core]
+    return out
 
 
 def score_chips(

@@ -284,8 +284,9 @@ def footprints(
     point_size: float,
     point_shape: str,
     inner_buffer: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(single polygons, their class): points grown, polygons shrunk, multi-parts split.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(single polygons, their class, the feature each came from): points grown, polygons
+    shrunk, multi-parts split.
 
     Split parts keep bounding boxes tight, so a multipolygon strewn across a
     state does not send its every tile to every part.
@@ -332,7 +333,7 @@ def footprints(
             source, vanished, had_area.size, inner_buffer,
         )  # fmt: skip
     parts, again = _explode(out[alive])
-    return parts, classes[owner[alive]][again]
+    return parts, classes[owner[alive]][again], owner[alive][again]
 
 
 def _explode(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
