@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from cluster.predict.driver import connect_ray, run_predict
+from cluster.predict.setup import least_halo
 from cluster.predict.store import TileStore
 from cluster.sample.scene import SampleSpec
 from cluster.training.train import train_from_catalog
@@ -32,18 +33,11 @@ from jobs.config import load_predict_config
 from jobs.sample import write_sample
 from jobs.trainconfig import load_train_config
 from unet.checkpoint import load_checkpoint
-from unet.context import halo_needed, recorded_radius
+from unet.context import recorded_radius
 from unet.model import UNet
 
 SHIFT = 100  # px the shifted grid's origin lies west and north
 OLD_HALO = 32
-
-
-def least_halo(model: UNet, extra: dict[str, object], tile: int) -> int:
-    """The run's refusal threshold, rounded up to a halo the tile size allows."""
-    m = model.config.multiple
-    needed = halo_needed(model.config, recorded_radius(model.config, extra))
-    return needed + (-(tile + 2 * needed) % m) // 2
 
 
 def mapped(out: Path, base: Path, tile: int, halo: int, shift: int) -> tuple[np.ndarray, ...]:
@@ -99,7 +93,7 @@ def one_model(out: Path, size: int, steps: int, depth: int) -> tuple[float, floa
     radius = recorded_radius(card.config, card.extra)
     runs = {}
     for name, tile, shift in [("256", 256, 0), ("512", 512, 0), ("256 shifted", 256, SHIFT)]:
-        halo = least_halo(unet, card.extra, tile)
+        halo = least_halo(card, tile)
         runs[name] = (halo, *mapped(out / f"run-{name.replace(' ', '-')}", out, tile, halo, shift))
     _, classes, confidence = runs["256"]
     worst_agree, worst_conf = 1.0, 1.0

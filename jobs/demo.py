@@ -24,12 +24,14 @@ from pathlib import Path
 from types import ModuleType
 
 import rasterio
+import yaml
 
 from cluster.accuracy.designfile import DESIGN_FILE
 from cluster.accuracy.htmlreport import REPORT_FILE
 from cluster.accuracy.samplefile import SAMPLES_CSV
 from cluster.maps.viewer.site import link_report
 from cluster.predict.driver import run_predict
+from cluster.predict.setup import least_halo, read_card
 from cluster.predict.store import TileStore
 from cluster.sample.scene import NODATA_CLASS, SampleSpec
 from cluster.training.parity import map_scores
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         "confusion_forest.png"
     )
     print(f"STAC catalog: {args.out / 'sample' / 'catalog.json'}")
+    widen_halo(predict_yaml, str(result.unet.checkpoint))
     print()
     print("mapping the region from its Sentinel-2 scenes on Ray actors")
     summary = run_predict(load_predict_config(predict_yaml), progress=not args.quiet)
@@ -108,6 +111,20 @@ def run(args: argparse.Namespace) -> int:
     link_report(str(args.out / "maps"), REPORT)
     print(f"\nlook at the map in a browser: statemap view {args.out / 'maps'}")
     return 1 if summary.failed else 0
+
+
+def widen_halo(predict_yaml: Path, checkpoint: str) -> None:
+    """The demo trains for seconds, not steps, so its model's context varies a few px
+    with the machine: give its run the halo the checkpoint needs, if more than the
+    config's (a run would refuse it, naming that halo)."""
+    doc = yaml.safe_load(predict_yaml.read_text())
+    card = read_card(checkpoint)
+    least = least_halo(card, doc["grid"]["tile_size"])
+    if doc["grid"]["halo"] < least:
+        print(f"halo {doc['grid']['halo']} -> {least} px: the trained model's context is "
+              f"{card.extra['context']['radius_px']} px")  # fmt: skip
+        doc["grid"]["halo"] = least
+        predict_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 def assess_map(store: str, out: Path, labels: Path, class_names: tuple[str, ...]) -> None:

@@ -122,6 +122,14 @@ def time_recipe(card: ModelCard, setup: PredictorSetup, source: str) -> TimeReci
     return run_recipe(trained, setup.time, source)
 
 
+def least_halo(card: ModelCard, tile_size: int) -> int:
+    """The least halo a run of ``card``'s checkpoint on ``tile_size`` tiles may have:
+    its context and lattice (``unet.context.halo_needed``), rounded up so that tile
+    and halo make whole multiples of 2**depth."""
+    needed = halo_needed(card.config, recorded_radius(card.config, card.extra))
+    return needed + (-(tile_size + 2 * needed) % card.config.multiple) // 2
+
+
 def check_card(card: ModelCard, grid: Grid, source: str) -> None:
     """Refuse a grid the checkpoint cannot predict on (other pixel size, or tiles the
     U-Net's down- and up-sampling cannot halve evenly), and inputs mosaicked otherwise
@@ -145,9 +153,8 @@ def check_card(card: ModelCard, grid: Grid, source: str) -> None:
             f"for this checkpoint's U-Net (depth {card.config.depth})"
         )
     radius = recorded_radius(card.config, card.extra)
-    needed = halo_needed(card.config, radius)
-    if grid.halo < needed:
-        least = needed + (-(grid.tile_size + 2 * needed) % multiple) // 2
+    if grid.halo < halo_needed(card.config, radius):
+        least = least_halo(card, grid.tile_size)
         measured = "measured" if "context" in card.extra else "its architecture's (not measured)"
         raise ClusterError(
             f"grid.halo {grid.halo} px is less than checkpoint {source} needs: its context "
