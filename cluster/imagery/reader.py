@@ -34,6 +34,7 @@ from cluster.storage.redact import redact
 __all__ = [
     "AssetReadError",
     "Target",
+    "band_files",
     "close_datasets",
     "read_band",
     "read_clear",
@@ -169,6 +170,13 @@ def read_file(
         return sample(src, [b.band_index for b in bands], target, methods, list(bands))
 
 
+def band_files(item: ItemRef) -> list[list[int]]:
+    """Positions of ``item``'s bands grouped by file, files in band order: the unit a
+    read fetches (bands sharing a file, a multiband orthophoto, in one call)."""
+    return [[p for p, b in enumerate(item.bands) if b.href == href]
+            for href in dict.fromkeys(b.href for b in item.bands)]  # fmt: skip
+
+
 def read_overview(
     item: ItemRef, bands: Sequence[BandSource] | None, min_pixels: int
 ) -> tuple[np.ndarray, Affine, str]:
@@ -202,8 +210,7 @@ def _read_item(
     item turns out not to need (cloudy where pixels are missing) is not waited for,
     nor can it fail the tile. Bands sharing a file (a multiband orthophoto) are read
     in one call."""
-    files = [[p for p, b in enumerate(item.bands) if b.href == href]
-             for href in dict.fromkeys(b.href for b in item.bands)]  # fmt: skip
+    files = band_files(item)
     mask = submit(item.mask.href, read_clear, item, target) if item.mask else None
     reads = [submit(item.bands[positions[0]].href, read_file, item,
                     [item.bands[p] for p in positions], target, methods)

@@ -34,12 +34,12 @@ from cluster.imagery.catalog import Catalog
 from cluster.imagery.composite import Stack
 from cluster.imagery.reader import AssetReadError, read_window
 from cluster.imagery.stacitem import ItemRef
-from cluster.imagery.temporal import TimeRecipe, items_within
+from cluster.imagery.temporal import TimeRecipe, Window, items_within
 from cluster.tiles.grid import Grid, Tile, count_tiles, iter_tiles
 from cluster.tiles.region import Region
 from unet.checkpoint import ModelCard
 
-__all__ = ["InputCheckError", "ItemValues", "check_tile", "precheck", "sample_tiles"]
+__all__ = ["InputCheckError", "ItemValues", "check_tile", "layer_of", "precheck", "sample_tiles"]
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def precheck(
     for tile in sample_tiles(grid, region):
         bounds, shape = grid.tile_bounds(tile), grid.tile_shape()
         for item in catalog.items_for(bounds)[:ITEMS_PER_TILE]:
-            layer = next((p for p, w in enumerate(windows) if items_within([item], w)), None)
+            layer = layer_of(item, windows)
             if layer is None:
                 continue  # in no sub-period: the stack does not read it
             try:
@@ -135,6 +135,12 @@ def precheck(
             warnings.append(problem)
             log.warning("%s", problem)
     return warnings
+
+
+def layer_of(item: ItemRef, windows: list[Window | None]) -> int | None:
+    """The sub-period of a stack whose window holds ``item`` (0 for a mosaic), None for
+    an item in none: the layer its values are held against."""
+    return next((p for p, w in enumerate(windows) if items_within([item], w)), None)
 
 
 def check_tile(

@@ -26,10 +26,10 @@ from affine import Affine
 
 from cluster.imagery.catalog import Catalog
 from cluster.imagery.inflight import enter_env
-from cluster.imagery.reader import AssetReadError, read_overview
+from cluster.imagery.reader import AssetReadError, band_files, read_overview
 from cluster.imagery.resample import MASK_OUTSIDE
 from cluster.imagery.stacitem import ItemRef
-from cluster.imagery.temporal import TimeRecipe, items_within
+from cluster.imagery.temporal import TimeRecipe
 from cluster.predict.inputcheck import (
     MIN_PIXELS,
     PRECHECK_RMS,
@@ -37,6 +37,7 @@ from cluster.predict.inputcheck import (
     InputCheckError,
     ItemValues,
     judge,
+    layer_of,
 )
 from unet.checkpoint import ModelCard
 
@@ -78,10 +79,7 @@ def check_items(
     start = time.perf_counter()
     windows = recipe.windows(year)
     jobs = [
-        (item, layer)
-        for item in catalog.items
-        if (layer := next((p for p, w in enumerate(windows) if items_within([item], w)), None))
-        is not None
+        (item, layer) for item in catalog.items if (layer := layer_of(item, windows)) is not None
     ]
     with ThreadPoolExecutor(THREADS, "statemap-itemcheck", initializer=enter_env) as pool:
         found = list(pool.map(lambda job: overview_values(*job), jobs))
@@ -112,10 +110,8 @@ def overview_values(item: ItemRef, layer: int) -> ItemValues | None:
     a mask on another CRS than the bands)."""
     try:
         mask = read_overview(item, None, OVERVIEW_PIXELS) if item.mask else None
-        files = [[p for p, b in enumerate(item.bands) if b.href == href]
-                 for href in dict.fromkeys(b.href for b in item.bands)]  # fmt: skip
         per_band: list[list[np.ndarray]] = [[] for _ in item.bands]
-        for positions in files:
+        for positions in band_files(item):
             data, transform, crs = read_overview(
                 item, [item.bands[p] for p in positions], OVERVIEW_PIXELS
             )
