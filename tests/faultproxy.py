@@ -11,7 +11,8 @@ drawn at random (seeded) per request, does what a busy object store does:
 - otherwise passes the request to the server and its response back.
 
 It runs in its own process (``python -m tests.faultproxy``, or :class:`FaultProxy`)
-and counts requests and each kind of fault (``counts()``)::
+and counts requests and each kind of fault (``counts()``), in all and, as
+``gdal_*``, those GDAL sent (the imagery's reads, by their User-Agent)::
 
     with FaultProxy(upstream_port=9000, slowdown=0.05, reset=0.01, stall=0.01) as proxy:
         ...  # AWS_ENDPOINT_URL=http://127.0.0.1:{proxy.port}
@@ -37,6 +38,7 @@ SLOWDOWN_BODY = (
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
 _counts = {"requests": 0, "passed": 0, "slowdown": 0, "reset": 0, "stall": 0}
+_counts |= {f"gdal_{k}": 0 for k in ("requests", "slowdown", "reset", "stall")}
 
 
 class _Closed(Exception):
@@ -98,7 +100,9 @@ async def _handle(
                 client_w.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 await client_w.drain()
             body = await _body(client_r, headers, until_eof=False)
+            gdal = "GDAL" in headers.get("user-agent", "")  # the imagery, not the store
             _counts["requests"] += 1
+            _counts["gdal_requests"] += gdal
             draw, fault = rng.random(), None
             for name, p in odds.items():
                 if draw < p:
@@ -107,6 +111,7 @@ async def _handle(
                 draw -= p
             if fault is not None:
                 _counts[fault] += 1
+                _counts[f"gdal_{fault}"] += gdal
             if fault == "reset":
                 _reset(client_w)
                 return

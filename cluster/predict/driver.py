@@ -22,6 +22,7 @@ from ray.actor import ActorHandle
 from tqdm import tqdm
 
 from cluster.errors import ClusterError
+from cluster.imagery import throttle
 from cluster.imagery.temporal import TimeRecipe
 from cluster.predict.actor import Predictor, fit_batch_size
 from cluster.predict.fleet import Fleet
@@ -247,7 +248,10 @@ def run_predict(
 ) -> Summary:
     configure_gdal()
     setup = spec.setup
+    throttle.watch()  # the checks read imagery here, in the driver: their retries count too
+    throttle.take()
     checked = check_inputs(setup)
+    checks = throttle.take()
     run_id = spec.run_id or derive_run_id(setup, checked.checkpoint_sha256)
     attrs = RunAttrs(
         run_id=run_id,
@@ -260,6 +264,9 @@ def run_predict(
     done = store.done_tiles()
     region = checked.region
     summary = Summary(run_id=run_id, store=setup.store, tile_pixels=setup.grid.tile_size**2)
+    summary.retries, summary.throttled, summary.slowed = (
+        checks["retries"], checks["throttled"], checks["slowed"]
+    )
     if checked.items_checked is not None:
         summary.input_check = checked.items_checked.line()
 

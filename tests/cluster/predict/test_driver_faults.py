@@ -63,7 +63,10 @@ def test_a_run_through_faults_equals_an_undisturbed_run(trained_sample, s3_serve
     assert summary.done == 36 and not summary.failed
     assert s3_server.objects("faults/map.zarr") == store_tree(tmp_path / "local" / "map.zarr")
     assert seen["slowdown"] > 0 and seen["requests"] > 200
-    # GDAL's retries of the imagery, counted by the readers and summed by the driver.
-    faults = seen["slowdown"] + seen["reset"] + seen["stall"]
-    assert 0 < summary.throttled <= summary.retries <= faults
-    assert any(line.startswith("object storage: ") for line in summary.lines())
+    # GDAL's retries of the imagery, counted by the readers and the driver's checks and
+    # summed: every 503 the imagery's reads met (about 5 of 100), none of the store's.
+    assert seen["gdal_requests"] > 50
+    gdal_faults = seen["gdal_slowdown"] + seen["gdal_reset"] + seen["gdal_stall"]
+    assert summary.throttled == seen["gdal_slowdown"] <= summary.retries <= gdal_faults
+    if summary.retries:
+        assert any(line.startswith("object storage: ") for line in summary.lines())
