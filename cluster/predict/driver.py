@@ -265,7 +265,9 @@ def run_predict(
     region = checked.region
     summary = Summary(run_id=run_id, store=setup.store, tile_pixels=setup.grid.tile_size**2)
     summary.retries, summary.throttled, summary.slowed = (
-        checks["retries"], checks["throttled"], checks["slowed"]
+        checks["retries"],
+        checks["throttled"],
+        checks["slowed"],
     )
     if checked.items_checked is not None:
         summary.input_check = checked.items_checked.line()
