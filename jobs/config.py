@@ -162,6 +162,7 @@ class BandOverrideSection(_Strict):
 class MaskOverrideSection(_Strict):
     asset: Annotated[str, Field(min_length=1)]
     invalid: Annotated[list[int], Field(min_length=1)]  # the asset's values that are unusable
+    dilate: list[int] | None = None  # of them, those mask.dilate_m widens (default: all)
 
 
 class CollectionAssetsSection(_Strict):
@@ -171,9 +172,18 @@ class CollectionAssetsSection(_Strict):
     mask: MaskOverrideSection | None = None
 
     def to_spec(self) -> CollectionOverrides:
-        mask = MaskOverride(self.mask.asset, tuple(self.mask.invalid)) if self.mask else None
+        mask = None
+        if self.mask:
+            dilate = None if self.mask.dilate is None else tuple(self.mask.dilate)
+            mask = MaskOverride(self.mask.asset, tuple(self.mask.invalid), dilate)
         bands = tuple((name, b.to_spec()) for name, b in sorted(self.bands.items()))
         return CollectionOverrides(bands, mask)
+
+
+class MaskSection(_Strict):
+    # Cloud and shadow widened by this many metres (the haze at their rims). A run
+    # reads as its checkpoint was trained: left out, the checkpoint's; else the same.
+    dilate_m: Annotated[float, Field(ge=0, le=5000)] | None = None
 
 
 class SubPeriodSection(_Strict):
@@ -236,9 +246,11 @@ class _CatalogInputs(_Strict):
     assets: dict[str, CollectionAssetsSection] = {}
     # Compositing over the period, or a stack of sub-periods (cluster.imagery.temporal).
     time: TimeSection = TimeSection()
+    mask: MaskSection = MaskSection()
 
     def overrides(self) -> Overrides:
-        return Overrides(tuple((cid, c.to_spec()) for cid, c in sorted(self.assets.items())))
+        collections = tuple((cid, c.to_spec()) for cid, c in sorted(self.assets.items()))
+        return Overrides(collections, self.mask.dilate_m)
 
     def root(self, config_path: str | Path) -> str:
         """The folder (or s3:// prefix) relative paths are taken from."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cluster.imagery.inflight import discard, submit
-from cluster.imagery.reader import read_band, read_clear, read_window, window
+from cluster.imagery.reader import clear_on, read_band, read_window, window
 from cluster.imagery.resample import Methods, Target
 from cluster.imagery.stacitem import ItemRef
 from cluster.imagery.temporal import TimeRecipe, items_within
@@ -105,7 +105,8 @@ class _BandReads:
 
     def __init__(self, items: Sequence[ItemRef], target: Target, methods: Methods, n: int) -> None:
         self.target, self.methods = target, methods
-        masks = [submit(_mask_href(item), read_clear, item, target) for item in items]
+        self.clears = [clear_on(item) for item in items]  # each item's mask, kept for its bands
+        masks = [submit(_mask_href(i), c, target) for i, c in zip(items, self.clears, strict=True)]
         self.ahead = max(1, min(len(items), _AHEAD_BYTES // (4 * math.prod(target.shape))))
         self.items = list(items)
         self.line = deque((b, i) for b in range(n) for i in range(len(items)))
@@ -127,7 +128,7 @@ class _BandReads:
             b, i = key = self.line.popleft()
             item = self.items[i]
             self.issued[key] = submit(
-                item.bands[b].href, read_band, item, b, self.target, self.methods
+                item.bands[b].href, read_band, item, b, self.target, self.methods, self.clears[i]
             )
 
     def band(self, b: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:

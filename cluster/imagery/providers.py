@@ -19,6 +19,8 @@ The quality mask is Sentinel-2's scene classification (``scl``, ``SCL``,
 values are those whose ``classification:classes`` say no data, cloud, shadow,
 cirrus, snow or ice, saturated or defective (Sen2Cor's 0, 1, 3, 8, 9, 10, 11 when
 unnamed): snow hides the surface a land-cover map describes as cloud does.
+Its cloud and shadow classes (3, 8, 9 unnamed) are widened by ``mask.dilate_m``:
+the thin haze at a cloud's rim is classified clear.
 
 Where files are: the Copernicus Data Space's hrefs are ``s3://eodata/...`` on
 its own S3 endpoint (:data:`BUCKET_ENDPOINTS`), which the reader opens with
@@ -56,8 +58,11 @@ log = logging.getLogger(__name__)
 # Sen2Cor scene classes without usable surface reflectance:
 # 0 no data, 1 saturated/defective, 3 cloud shadow, 8/9 cloud, 10 thin cirrus, 11 snow.
 SCL_INVALID: tuple[int, ...] = (0, 1, 3, 8, 9, 10, 11)
-# classification:classes names that make a pixel of a mask asset unusable.
+SCL_DILATE: tuple[int, ...] = (3, 8, 9)  # cloud shadow, cloud: widened by mask.dilate_m
+# classification:classes names that make a pixel of a mask asset unusable; of them,
+# those widened by mask.dilate_m.
 _INVALID_CLASS = re.compile(r"no.?data|saturat|defect|cloud|shadow|cirrus|snow", re.IGNORECASE)
+_DILATE_CLASS = re.compile(r"cloud|shadow", re.IGNORECASE)
 _SCL_KEY = re.compile(r"^scl(?:[_-](\d+)m)?$", re.IGNORECASE)
 _BASELINE = re.compile(r"_N(\d{2})(\d{2})_")
 _SKIP_ROLES = {"thumbnail", "overview", "metadata", "visual"}
@@ -83,6 +88,7 @@ class BandOverride:
 class MaskOverride:
     asset: str
     invalid: tuple[int, ...]
+    dilate: tuple[int, ...] | None = None  # None: all of ``invalid``
 
 
 @dataclass(frozen=True)
@@ -96,9 +102,12 @@ class CollectionOverrides:
 
 @dataclass(frozen=True)
 class Overrides:
-    """Per collection id (``*``: any collection without its own entry)."""
+    """Per collection id (``*``: any collection without its own entry); and how far
+    cloud and shadow masks are widened (``mask.dilate_m``; None: not said, which is
+    0 in training and the checkpoint's in a run)."""
 
     collections: tuple[tuple[str, CollectionOverrides], ...] = ()
+    dilate_m: float | None = None
 
     def of(self, collection: str) -> tuple[str, CollectionOverrides] | None:
         """The entry that applies to ``collection`` and its name in the config."""
@@ -160,7 +169,7 @@ def resolve(
         _source(raw, name, *pick, rules.band(name), where, conv, units == "dn")
         for name, pick in zip(bands, _pick_bands(raw, bands, rules, where), strict=True)
     )
-    return sources, _mask(raw, rules.mask, where)
+    return sources, _mask(raw, rules.mask, where, overrides.dilate_m or 0.0)
 
 
 def band_assets(
@@ -377,7 +386,9 @@ def _source(
     return BandSource(href, index + 1, scale, offset, values["nodata"], key, origin)
 
 
-def _mask(raw: RawItem, rule: MaskOverride | None, where: str) -> MaskSource | None:
+def _mask(
+    raw: RawItem, rule: MaskOverride | None, where: str, dilate_m: float
+) -> MaskSource | None:
     """The override's mask asset, else the finest SCL, else a data-mask asset with classes."""
     assets = raw.assets
     if rule is not None:
@@ -386,7 +397,9 @@ def _mask(raw: RawItem, rule: MaskOverride | None, where: str) -> MaskSource | N
                 f"{where}.mask.asset: item {raw.id} has no asset {rule.asset!r}; its assets "
                 f"are {inventory(raw)}"
             )
-        return MaskSource(raw.href(assets[rule.asset]), tuple(sorted(rule.invalid)), rule.asset)
+        dilate = rule.invalid if rule.dilate is None else rule.dilate
+        return MaskSource(raw.href(assets[rule.asset]), tuple(sorted(rule.invalid)), rule.asset,
+                          tuple(sorted(dilate)), dilate_m)  # fmt: skip
     found = []
     for key, asset in assets.items():
         classes = _classes(asset)
@@ -400,9 +413,11 @@ def _mask(raw: RawItem, rule: MaskOverride | None, where: str) -> MaskSource | N
         invalid = tuple(
             sorted(v for v, text, nodata in classes if nodata or _INVALID_CLASS.search(text))
         )
+        dilate = tuple(sorted(v for v, text, nodata in classes
+                              if not nodata and _DILATE_CLASS.search(text)))  # fmt: skip
     else:
-        invalid = SCL_INVALID
-    return MaskSource(raw.href(asset), invalid, key)
+        invalid, dilate = SCL_INVALID, SCL_DILATE
+    return MaskSource(raw.href(asset), invalid, key, dilate, dilate_m)
 
 
 def _classes(asset: Mapping[str, Any]) -> list[tuple[int, str, bool]]:

@@ -15,16 +15,20 @@ read through ``read_clear`` and ``read_band`` (``cluster.imagery.composite``).
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 
 import numpy as np
 from affine import Affine
 from rasterio.enums import Resampling
+from scipy import ndimage
 
 from cluster.errors import ClusterError
 from cluster.imagery.inflight import close_datasets, dataset, discard, submit
-from cluster.imagery.resample import MASK_OUTSIDE, Methods, Target, sample, to_values
+from cluster.imagery.resample import MASK_OUTSIDE, Clear, Methods, Target, sample, to_values
 from cluster.imagery.resample import crs as crs_of
 from cluster.imagery.signing import SigningError
 from cluster.imagery.stacitem import BandSource, ItemRef
@@ -35,6 +39,7 @@ __all__ = [
     "AssetReadError",
     "Target",
     "band_files",
+    "clear_on",
     "close_datasets",
     "read_band",
     "read_clear",
@@ -141,33 +146,84 @@ def window(
 
 def read_clear(item: ItemRef, target: Target) -> np.ndarray:
     """bool (h, w): the pixels ``item``'s quality mask leaves usable (all, without a mask;
-    none where the mask file does not reach)."""
-    if item.mask is None:
+    none where the mask file does not reach); none within ``dilate_m`` of cloud or
+    shadow, which is read from that far beyond the window."""
+    mask = item.mask
+    if mask is None:
         return np.ones(target.shape, dtype=bool)
+    size = math.sqrt(abs(target.transform.determinant))
+    grow = math.ceil(mask.dilate_m / size - 1e-9) if mask.dilate and mask.dilate_m > 0 else 0
     nearest = (Resampling.nearest, Resampling.nearest)
-    with _asset_errors(item, item.mask.asset, item.mask.href), dataset(item.mask.href) as src:
-        classes = sample(src, [1], target, nearest)
+    with _asset_errors(item, mask.asset, mask.href), dataset(mask.href) as src:
+        classes = sample(src, [1], target.grown(grow) if grow else target, nearest)
     if classes is None:
         return np.zeros(target.shape, dtype=bool)
-    return (classes[0] != MASK_OUTSIDE) & ~np.isin(classes[0], item.mask.invalid)
+    c = classes[0]
+    bad = (c == MASK_OUTSIDE) | np.isin(c, mask.invalid)
+    if grow:
+        bad |= ndimage.binary_dilation(np.isin(c, mask.dilate), _disk(mask.dilate_m / size))
+        bad = bad[grow:-grow, grow:-grow]
+    return ~bad
 
 
-def read_band(item: ItemRef, k: int, target: Target, methods: Methods) -> np.ndarray | None:
+@lru_cache(maxsize=16)
+def _disk(radius: float) -> np.ndarray:
+    """Pixels whose centres lie within ``radius`` pixels of the centre one."""
+    r = math.ceil(radius - 1e-9)
+    i, j = np.ogrid[-r : r + 1, -r : r + 1]
+    return i * i + j * j <= radius * radius + 1e-9
+
+
+class _ClearOn:
+    """An item's usable pixels on any window a read asks about (the tile's, a band's
+    source window, shared by the bands of one resolution): each worked out once."""
+
+    def __init__(self, item: ItemRef) -> None:
+        self.item = item
+        self._done: dict[tuple[Affine, tuple[int, int], str], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, target: Target) -> np.ndarray:
+        if self.item.mask is None:
+            return np.ones(target.shape, dtype=bool)
+        with self._lock:
+            hit = self._done.get(target.key)
+        if hit is None:
+            hit = read_clear(self.item, target)
+            with self._lock:
+                self._done[target.key] = hit
+        return hit
+
+
+def clear_on(item: ItemRef) -> Clear:
+    """``read_clear`` of one item, kept for the windows of one tile's reads: what
+    ``sample`` masks source pixels with."""
+    return _ClearOn(item)
+
+
+def read_band(
+    item: ItemRef, k: int, target: Target, methods: Methods, clear: Clear | None = None
+) -> np.ndarray | None:
     """float32 (h, w) reflectance of ``item``'s band ``k`` (NaN: nodata), or None where
     the window misses its file. Composites read band by band, so that only one band
     of all dates is ever held."""
-    part = read_file(item, [item.bands[k]], target, methods)
+    part = read_file(item, [item.bands[k]], target, methods, clear)
     return None if part is None else part[0]
 
 
 def read_file(
-    item: ItemRef, bands: Sequence[BandSource], target: Target, methods: Methods
+    item: ItemRef,
+    bands: Sequence[BandSource],
+    target: Target,
+    methods: Methods,
+    clear: Clear | None = None,
 ) -> np.ndarray | None:
     """float32 (len(bands), h, w) reflectance of ``bands``, all in one file of ``item``,
-    or None where the window misses it."""
+    or None where the window misses it; ``clear`` (``clear_on(item)``) masks the
+    source pixels before resampling mixes them."""
     href = bands[0].href
     with _asset_errors(item, bands[0].asset, href), dataset(href) as src:
-        return sample(src, [b.band_index for b in bands], target, methods, list(bands))
+        return sample(src, [b.band_index for b in bands], target, methods, list(bands), clear)
 
 
 def band_files(item: ItemRef) -> list[list[int]]:
@@ -211,9 +267,10 @@ def _read_item(
     nor can it fail the tile. Bands sharing a file (a multiband orthophoto) are read
     in one call."""
     files = band_files(item)
-    mask = submit(item.mask.href, read_clear, item, target) if item.mask else None
+    clear = clear_on(item)
+    mask = submit(item.mask.href, clear, target) if item.mask else None
     reads = [submit(item.bands[positions[0]].href, read_file, item,
-                    [item.bands[p] for p in positions], target, methods)
+                    [item.bands[p] for p in positions], target, methods, clear)
              for positions in files]  # fmt: skip
     try:
         if mask is not None:

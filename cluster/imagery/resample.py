@@ -5,12 +5,17 @@ related to the grid's by whole-number factors, in its CRS or one a constant
 shift away (ETRS89 vs WGS84 UTM: the same numbers within a millimetre), are
 resampled in numpy (slices, nearest indexing, block means); only the rest
 goes through GDAL's warper.
+
+Where resampling mixes source pixels (bilinear, average), an item's quality
+mask is applied to the source pixels first (``clear``): a masked value never
+reaches a clear pixel, however the band's resolution differs from the mask's.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -26,7 +31,7 @@ from cluster.errors import ClusterError
 from cluster.imagery.blocks import CachedReads
 from cluster.imagery.stacitem import BandSource
 
-__all__ = ["MASK_OUTSIDE", "Methods", "Target", "crs", "sample", "to_values"]
+__all__ = ["MASK_OUTSIDE", "Clear", "Methods", "Target", "crs", "sample", "to_values"]
 
 Bounds = tuple[float, float, float, float]
 Lattice = tuple[float, float, float, float]  # target origin (col, row) and pixel size, in source px
@@ -38,6 +43,7 @@ _CELL = 10_000.0  # CRS units: a CRS shift is verified once per cell of this siz
 MASK_OUTSIDE = -1  # mask value for "no mask pixel here", never a valid class
 _local = threading.local()
 Raster = DatasetReader | CachedReads  # a file, or a file read through the shared blocks
+Clear = Callable[["Target"], np.ndarray]  # an item's usable pixels (bool) on any window
 
 
 class Target:
@@ -56,30 +62,47 @@ class Target:
         return crs(self.wkt)
 
     @property
+    def key(self) -> tuple[Affine, tuple[int, int], str]:
+        return self.transform, self.shape, self.wkt
+
+    def grown(self, n: int) -> Target:
+        """The window with ``n`` more pixels on every side."""
+        h, w = self.shape
+        moved = self.transform @ Affine.translation(-n, -n)
+        return Target(moved, slice(0, h + 2 * n), slice(0, w + 2 * n), self.wkt)
+
+    @property
     def bounds(self) -> Bounds:
         (h, w), t = self.shape, self.transform
         return (t.c, t.f + h * t.e, t.c + w * t.a, t.f)
 
 
 def sample(
-    src: Raster, indexes: list[int], target: Target, methods: Methods, bands: Bands = None
+    src: Raster,
+    indexes: list[int],
+    target: Target,
+    methods: Methods,
+    bands: Bands = None,
+    clear: Clear | None = None,
 ) -> np.ndarray | None:
     """Bands of ``src`` on the target pixels, or None where the window misses ``src``:
     reflectance (float32, NaN = nodata), or for a mask raw classes (int32,
-    MASK_OUTSIDE outside the file)."""
+    MASK_OUTSIDE outside the file). ``clear``: the item's mask, applied to the source
+    pixels where resampling mixes them (nearest takes one source pixel: the mask on
+    the target pixels, applied by the caller, says the same)."""
     if src.crs is None:
         raise OSError("the file has no CRS; write one into it (e.g. gdal_edit -a_srs)")
     lattice = _lattice(src, target)
     if lattice is None:
-        return _warp(src, indexes, target, methods, bands)
+        return _warp(src, indexes, target, methods, bands, clear)
     col0, row0, sx, sy = lattice
     method = methods[1] if min(sx, sy) >= 1.5 else methods[0]
     whole = all(abs(v - round(v)) < _TOL for v in (col0, row0, sx, sy))
     if method == Resampling.nearest or (whole and sx == sy == 1):
         return _nearest(src, indexes, lattice, target.shape, bands)
     if whole and sx == sy and method == Resampling.average:
-        return _block_mean(src, indexes, lattice, target.shape, bands)
-    return _warp(src, indexes, target, (method, method), bands)
+        return _block_mean(src, indexes, lattice, target.shape, bands, clear)
+    return _warp(src, indexes, target, (method, method), bands, clear)
 
 
 def _lattice(src: Raster, target: Target) -> Lattice | None:
@@ -123,7 +146,12 @@ def _nearest(
 
 
 def _block_mean(
-    src: Raster, indexes: list[int], lattice: Lattice, shape: tuple[int, int], bands: Bands
+    src: Raster,
+    indexes: list[int],
+    lattice: Lattice,
+    shape: tuple[int, int],
+    bands: Bands,
+    clear: Clear | None,
 ) -> np.ndarray | None:
     """Average of the k x k source pixels under each target pixel, nodata left out
     (GDAL's "average" on a whole-number lattice, without the warper's overhead)."""
@@ -136,7 +164,7 @@ def _block_mean(
         return None
     span = Window(c0 + j0 * k, r0 + i0 * k, (j1 - j0) * k, (i1 - i0) * k)
     win = span.intersection(Window(0, 0, src.width, src.height))
-    vals = to_values(src, src.read(indexes, window=win), indexes, bands)
+    vals = _masked(to_values(src, src.read(indexes, window=win), indexes, bands), src, win, clear)
     if (win.width, win.height) != (span.width, span.height):  # blocks cut by the file's edge
         ro, co = int(win.row_off - span.row_off), int(win.col_off - span.col_off)
         pad = ((0, 0), (ro, span.height - ro - win.height), (co, span.width - co - win.width))
@@ -157,7 +185,12 @@ def _block_mean(
 
 
 def _warp(
-    src: Raster, indexes: list[int], target: Target, methods: Methods, bands: Bands
+    src: Raster,
+    indexes: list[int],
+    target: Target,
+    methods: Methods,
+    bands: Bands,
+    clear: Clear | None,
 ) -> np.ndarray | None:
     """GDAL's warper, for what the lattice shortcuts cannot do: only the source
     window under the target (plus the kernel's reach) is read."""
@@ -172,7 +205,7 @@ def _warp(
     if c1 <= c0 or r1 <= r0:
         return None
     win = Window(c0, r0, c1 - c0, r1 - r0)
-    source = to_values(src, src.read(indexes, window=win), indexes, bands)
+    source = _masked(to_values(src, src.read(indexes, window=win), indexes, bands), src, win, clear)
     fill = np.nan if bands is not None else MASK_OUTSIDE
     dest = np.full((len(indexes), h, w), fill, dtype=source.dtype)
     reproject(
@@ -187,6 +220,17 @@ def _warp(
         resampling=methods[1] if ratio >= 1.5 else methods[0],
     )
     return dest
+
+
+def _masked(vals: np.ndarray, src: Raster, win: Window, clear: Clear | None) -> np.ndarray:
+    """Source pixels the item's mask leaves unusable set to nodata (NaN), in place,
+    before anything averages them into a neighbour."""
+    if clear is not None:
+        moved = src.transform @ Affine.translation(win.col_off, win.row_off)
+        rows, cols = slice(0, int(win.height)), slice(0, int(win.width))
+        box = Target(moved, rows, cols, src.crs.to_wkt())
+        vals[:, ~clear(box)] = np.nan
+    return vals
 
 
 def to_values(src: DatasetReader, raw: np.ndarray, indexes: list[int], bands: Bands) -> np.ndarray:

@@ -72,11 +72,15 @@ class BandSource:
 
 @dataclass(frozen=True)
 class MaskSource:
-    """A per-pixel class raster (e.g. Sentinel-2 SCL): values in ``invalid`` are unusable."""
+    """A per-pixel class raster (e.g. Sentinel-2 SCL): values in ``invalid`` are unusable,
+    and so is every pixel within ``dilate_m`` of one in ``dilate`` (cloud and shadow,
+    whose hazy rims the classification misses)."""
 
     href: str
     invalid: tuple[int, ...]
     asset: str = ""
+    dilate: tuple[int, ...] = ()
+    dilate_m: float = 0.0
 
 
 @dataclass(frozen=True)

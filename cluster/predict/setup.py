@@ -4,7 +4,7 @@ the checks and recipe read from the checkpoint. Nothing here loads a model."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cluster.errors import ClusterError
 from cluster.imagery.catalog import MOSAIC, Catalog
@@ -165,9 +165,26 @@ def check_card(card: ModelCard, grid: Grid, source: str) -> None:
 
 
 def open_catalog(setup: PredictorSetup, card: ModelCard, region: Region) -> Catalog:
-    """The run's catalog as the driver checks it and every actor reads it."""
+    """The run's catalog as the driver checks it and every actor reads it, its masks
+    widened as the checkpoint's training inputs were."""
+    dilate_m = mask_dilation(card, setup.overrides.dilate_m, setup.checkpoint)
+    overrides = replace(setup.overrides, dilate_m=dilate_m)
     return Catalog.open(
         setup.catalog, card.bands, setup.grid.crs, collections=setup.collections,
         start=setup.start, end=setup.end, max_cloud_cover=setup.max_cloud_cover,
-        region=region, overrides=setup.overrides, units=card.units,
+        region=region, overrides=overrides, units=card.units,
     )  # fmt: skip
+
+
+def mask_dilation(card: ModelCard, asked: float | None, source: str) -> float:
+    """The checkpoint's ``mask.dilate_m`` (0 where it records none); a run asking for
+    another is refused: the model learnt pixels masked its way."""
+    recipe = card.extra.get("recipe") or {}
+    trained = float((recipe.get("overrides") or {}).get("dilate_m") or 0.0)
+    if asked is not None and abs(asked - trained) > 1e-9:
+        raise ClusterError(
+            f"mask.dilate_m {asked:g} differs from the {trained:g} m checkpoint {source} was "
+            "trained with: a model maps only pixels masked as it learnt them. Leave "
+            f"mask.dilate_m out of the run's config (or set {trained:g})"
+        )
+    return trained

@@ -192,3 +192,11 @@ def test_reads_in_flight_reach_the_readers(tmp_path):
     assert (setup.tiles_in_flight, setup.requests_in_flight, setup.handles_per_file) == (16, 96, 1)
     with pytest.raises(ConfigError, match=r"run\.requests_in_flight: .*greater than or equal to 1"):
         load_predict_config(_write(tmp_path, PREDICT | {"run": {"requests_in_flight": 0}}))
+
+
+def test_mask_dilation_reaches_the_run_and_is_bounded(tmp_path):
+    spec = load_predict_config(_write(tmp_path, PREDICT | {"mask": {"dilate_m": 60}}))
+    assert spec.setup.overrides.dilate_m == 60.0
+    assert load_predict_config(_write(tmp_path, PREDICT)).setup.overrides.dilate_m is None
+    with pytest.raises(ConfigError, match=r"mask\.dilate_m: Input should be greater than"):
+        load_predict_config(_write(tmp_path, PREDICT | {"mask": {"dilate_m": -1}}))

@@ -67,6 +67,10 @@ def test_each_provider_reads_as_documented(name):
         assert math.isclose(s.scale, scale) and math.isclose(s.offset, offset, abs_tol=1e-12)
         assert s.nodata == nodata
     assert (mask.asset, mask.invalid) == (mask_key, invalid) if mask_key else mask is None
+    if mask_key:  # cloud and shadow, named or not, are what mask.dilate_m widens
+        assert mask.dilate == (3, 8, 9) and mask.dilate_m == 0.0
+        dilated = resolve(RawItem(doc_of(name), str(DATA / name)), BANDS, Overrides(dilate_m=40))
+        assert dilated[1].dilate_m == 40.0
 
 
 def test_planetary_computer_offset_follows_the_processing_baseline():
@@ -131,7 +135,9 @@ def test_overrides_name_assets_units_and_mask():
     red, nir = sources
     assert (red.asset, red.band_index, red.scale, red.offset) == ("image", 1, 1.0, -0.01)
     assert (nir.band_index, nir.scale) == (4, 1 / 255) and "assets.naip.bands.nir" in nir.origin
-    assert (mask.asset, mask.invalid) == ("qa", (1, 2))
+    assert (mask.asset, mask.invalid, mask.dilate) == ("qa", (1, 2), (1, 2))  # all, unless said
+    said = CollectionOverrides(mask=MaskOverride("qa", (2, 1, 0), dilate=(2,)))
+    assert resolve(RawItem(doc), ["red"], Overrides((("naip", said),)))[1].dilate == (2,)
     wrong = Overrides((("*", CollectionOverrides(bands=(("red", BandOverride(asset="B4")),))),))
     with pytest.raises(ClusterError, match=r"assets\.\*\.bands\.red\.asset: item fl_m_.* 'B4'"):
         resolve(RawItem(doc), ["red"], wrong)
