@@ -13,6 +13,13 @@ for a band where the item's mask is clear and that band has a value; a pixel
 with fewer than ``min_clear`` of them is nodata (NaN). Medians and
 percentiles interpolate linearly between order statistics, as numpy's
 ``nanpercentile`` does.
+
+A stack also says how many clear observations each pixel's input rests on
+(``Stack.clear``), counted while compositing, so a map's quality layer costs
+no second read: per layer the observations behind every band of the pixel
+(the mosaic: 1 where an item filled it), summed over layers. A layer filled
+from a neighbouring sub-period adds none of its own: its observations are
+the neighbour's, already counted; ``Stack.filled`` flags those pixels.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ class Stack:
     layer_items: tuple[tuple[ItemRef, ...], ...]  # the items each layer was made from
     gaps: np.ndarray  # bool (h, w): some layer had no clear value where another had one
     filled: np.ndarray  # bool (h, w): of those, pixels filled from a neighbouring layer
+    clear: np.ndarray  # int32 (h, w): clear observations behind the pixel, summed over layers
 
 
 def composite_window(
@@ -60,38 +68,49 @@ def composite_window(
     resampling: str = "bilinear",
     downsampling: str = "average",
     sources: np.ndarray | None = None,
+    count: np.ndarray | None = None,
 ) -> np.ndarray:
     """float32 (n_bands, h, w) composite of ``items`` on the window, NaN where a pixel has
     too few clear observations; ``first`` is :func:`read_window`'s mosaic (``sources`` as
-    there; composites set them to -1: no single item is the source)."""
+    there; composites set them to -1: no single item is the source). ``count``, an int
+    array of ``shape``, is given each pixel's clear observations behind every band of
+    the result (the least of its bands' counts; 0 where the result is nodata; the
+    mosaic: 1 where an item filled the pixel), as the reduction counts them."""
     if recipe.compositing == "first":
-        return read_window(items, bounds, shape, crs, resampling, downsampling=downsampling,
-                           n_bands=n_bands, sources=sources)  # fmt: skip
+        out = read_window(items, bounds, shape, crs, resampling, downsampling=downsampling,
+                          n_bands=n_bands, sources=sources)  # fmt: skip
+        if count is not None:
+            count[...] = np.isfinite(out).all(axis=0)
+        return out
     if sources is not None:
         sources[...] = -1
     target, methods, bands = window(items, bounds, shape, crs, resampling, downsampling, n_bands)
     reads = _BandReads(items, target, methods, bands)
     out = np.empty((bands, *target.shape), dtype=np.float32)
+    least = np.full(target.shape, np.iinfo(np.int32).max, dtype=np.int32)
     for b in range(bands):
         if recipe.compositing == "mean":
             total = np.zeros(target.shape, dtype=np.float64)
-            count = np.zeros(target.shape, dtype=np.int32)
+            seen = np.zeros(target.shape, dtype=np.int32)
             for mask, values in reads.band(b):
                 if values is not None:
                     ok = mask & ~np.isnan(values)
                     total += np.where(ok, values, 0.0)
-                    count += ok
+                    seen += ok
             with np.errstate(invalid="ignore", divide="ignore"):
-                out[b] = total / count
+                out[b] = total / seen
         else:
             stack = np.full((reads.clear, *target.shape), np.nan, dtype=np.float32)
             for layer, (mask, values) in zip(stack, reads.band(b), strict=True):
                 if values is not None:
                     np.copyto(layer, values, where=mask)
             q = 50.0 if recipe.compositing == "median" else recipe.percentile
-            out[b], count = _percentile(stack, q)
+            out[b], seen = _percentile(stack, q)
             del stack
-        out[b][count < recipe.min_clear] = np.nan
+        out[b][seen < recipe.min_clear] = np.nan
+        np.minimum(least, seen, out=least)
+    if count is not None:
+        count[...] = np.where(np.isfinite(out).all(axis=0), least, 0)
     return out
 
 
@@ -162,11 +181,14 @@ def read_stack(
     filled only for a single ``first`` layer, where each pixel has one item."""
     layers, picked = [], []
     single = len(recipe.windows(year)) == 1
+    clear, count = np.zeros(shape, dtype=np.int32), np.empty(shape, dtype=np.int32)
     for when in recipe.windows(year):
         chosen = items_within(items, when)
         picked.append(tuple(chosen))
         layers.append(composite_window(chosen, bounds, shape, crs, recipe, n_bands=n_bands,
-                                       sources=sources if single else None))  # fmt: skip
+                                       sources=sources if single else None,
+                                       count=count))  # fmt: skip
+        clear += count  # a layer's own observations: one filled below adds none
     if sources is not None and not single:
         sources[...] = -1
     missing = np.stack([np.isnan(layer).any(axis=0) for layer in layers])
@@ -181,7 +203,7 @@ def read_stack(
                     continue
                 layer[:, take] = originals[q][:, take]
                 filled |= take
-    return Stack(np.concatenate(layers), tuple(picked), gaps, filled & gaps)
+    return Stack(np.concatenate(layers), tuple(picked), gaps, filled & gaps, clear)
 
 
 def _mask_href(item: ItemRef) -> str:

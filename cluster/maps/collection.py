@@ -2,8 +2,10 @@
 
 ``write_output_catalog`` writes ``collection.json`` under ``out_dir`` and one
 item per map part (``<part>/<part>.json``). An item holds the part's class
-COG and confidence COG as assets, with the projection and raster extensions
-(grid, nodata 255, uint8, resolution) and, on the class asset, the
+COG, confidence COG and quality COG (two bands: clear observations used,
+filled flag; absent for a store made before the quality layer) as assets,
+with the projection and raster extensions (grid, nodata 255, uint8,
+resolution; the quality bands named) and, on the class asset, the
 classification extension (class values, names, colours and the nodata class).
 Geometry and bbox are the COG's bounds in EPSG:4326. Items and collection link
 to the run's store (``derived_from``), checkpoint and config (``via``) and
@@ -34,6 +36,7 @@ from rasterio.warp import transform as warp_transform
 
 from cluster.errors import ClusterError
 from cluster.maps.compile import class_tags
+from cluster.predict import quality
 from cluster.predict.store import NODATA
 
 __all__ = ["CLASSIFICATION_SCHEMA", "cog_parts", "write_output_catalog"]
@@ -148,15 +151,29 @@ def _run_links(obj: pystac.STACObject, json_dir: Path, sources: list[tuple]) -> 
         obj.add_link(pystac.Link(rel, _href(uri, json_dir), media_type=media, title=title))
 
 
-def _asset(path: Path, json_dir: Path, title: str, res: float, **extra: Any) -> pystac.Asset:
+def _asset(
+    path: Path, json_dir: Path, title: str, res: float, bands: int = 1, **extra: Any
+) -> pystac.Asset:
     band = {"nodata": NODATA, "data_type": "uint8", "spatial_resolution": res}
     return pystac.Asset(
         _href(str(path), json_dir),
         title=title,
         media_type=_COG,
         roles=["data"],
-        extra_fields={"raster:bands": [band], **extra},
+        extra_fields={"raster:bands": [dict(band) for _ in range(bands)], **extra},
     )
+
+
+def _quality_asset(path: Path, json_dir: Path, res: float) -> pystac.Asset:
+    """The quality COG's asset: its two bands named and described, as the COG has them."""
+    asset = _asset(path, json_dir, "input quality (clear observations used, filled flag)", res,
+                   bands=len(quality.BANDS), description=quality.DESCRIPTION)  # fmt: skip
+    with rasterio.open(path) as src:
+        names = src.descriptions
+    for band, name, text in zip(asset.extra_fields["raster:bands"], quality.BANDS, names,
+                                strict=True):  # fmt: skip
+        band |= {"name": name, "description": text or name}
+    return asset
 
 
 def write_output_catalog(
@@ -174,6 +191,7 @@ def write_output_catalog(
     """Write the collection over ``cogs`` (``compile_store``'s output), return its path."""
     out = Path(out_dir)
     parts, mosaics = cog_parts(cogs)
+    by_name = {Path(p).name: Path(p) for p in cogs}
     with rasterio.open(parts[0][1]) as src:
         period = _period(start, end, src.tags())
     sources = [("derived_from", store_uri, "statemap run store (Zarr)", None)]
@@ -217,6 +235,9 @@ def write_output_catalog(
             "confidence",
             _asset(conf_path, item_dir, "confidence (winning-class probability, 0..254)", res),
         )
+        quality_path = by_name.get(f"{name}_quality.tif")
+        if quality_path is not None:
+            item.add_asset("quality", _quality_asset(quality_path, item_dir, res))
         _run_links(item, item_dir, sources)
         items.append(item)
         bboxes.append(bbox)

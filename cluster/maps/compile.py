@@ -1,12 +1,15 @@
 """Compile a run's Zarr store into cloud-optimized GeoTIFFs (COGs).
 
-For each of the store's two arrays, ``class`` and ``confidence``, one COG per
-part: 512-px internal tiles, DEFLATE (or ZSTD) compression, nodata 255,
-internal overviews down to under 512 px (MODE for the class map, so an
-overview pixel is a real class; AVERAGE for confidence), the grid's CRS and the
-store's transform exactly. The class COG embeds a colour table (class colours,
-255 transparent), the class names (``CLASS_NAMES`` JSON and ``CLASS_<value>``
-tags) and a band description.
+For each of the store's arrays, ``class``, ``confidence`` and ``quality`` (two
+bands: clear observations used, filled flag; see ``cluster.predict.quality``),
+one COG per part: 512-px internal tiles, DEFLATE (or ZSTD) compression, nodata
+255, internal overviews down to under 512 px (MODE for the class map, so an
+overview pixel is a real class; AVERAGE for confidence and both quality bands:
+an overview's mean count, and its flag where at least half its pixels were
+filled), the grid's CRS and the store's transform exactly. The class COG embeds
+a colour table (class colours, 255 transparent), the class names
+(``CLASS_NAMES`` JSON and ``CLASS_<value>`` tags); every COG a description per
+band. A store made before the quality layer compiles into class and confidence.
 
 Memory stays bounded whatever the size: a part is streamed out of the store in
 bands of whole 512-px block rows (about 32 MB each) into an uncompressed tiled
@@ -25,9 +28,10 @@ from 0.75x to 1.3x the speed of the COG driver alone, and a mostly empty
 
 A store wider or taller than ``max_part_px`` is split into parts on tile-grid
 boundaries (each part a whole number of tiles), each written as its own COG,
-and a VRT mosaic per array (``<name>_class.vrt``, ``<name>_confidence.vrt``)
-indexes them. Parts that hold only nodata are still written: a user expects
-the mosaic to cover the whole region, and an all-nodata COG costs a few KB.
+and a VRT mosaic per array (``<name>_class.vrt``, ``<name>_confidence.vrt``,
+``<name>_quality.vrt``; ``cluster.maps.vrt``) indexes them. Parts that hold
+only nodata are still written: a user expects the mosaic to cover the whole
+region, and an all-nodata COG costs a few KB.
 Parts are compiled as Ray tasks when Ray is initialised, else one after the
 other in this process.
 
@@ -50,7 +54,6 @@ import math
 import os
 import re
 import tempfile
-import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -67,6 +70,8 @@ from rasterio.windows import Window
 
 from cluster.errors import ClusterError
 from cluster.maps.overviews import halve
+from cluster.maps.vrt import write_vrt
+from cluster.predict import quality
 from cluster.predict.store import NODATA, RunAttrs, StoreLayout, TileStore
 from cluster.storage import objstore
 
@@ -82,7 +87,8 @@ __all__ = [
 
 BLOCK = 512
 ARRAYS: tuple[Literal["class", "confidence"], ...] = ("class", "confidence")
-_RESAMPLING = {"class": "MODE", "confidence": "AVERAGE"}
+QUALITY: Literal["quality"] = "quality"  # beside ARRAYS where the store has it
+_RESAMPLING = {"class": "MODE", "confidence": "AVERAGE", QUALITY: "AVERAGE"}
 _COMPRESSIONS = ("ZSTD", "DEFLATE", "LZW", "NONE")
 # Directory listing on (a cloud setting may turn it off): GDAL finds src.tif's .ovr by it.
 _GDAL_ENV = {
@@ -148,6 +154,9 @@ def _tags(attrs: RunAttrs, array: str) -> dict[str, str]:
         tags["CLASS_NAMES"] = json.dumps(list(attrs.class_names))
         tags["CLASS_COLORS"] = json.dumps(list(attrs.class_colors))
         tags.update({f"CLASS_{v}": n for v, n in enumerate(attrs.class_names)})
+    elif array == QUALITY:
+        tags["QUALITY_BANDS"] = json.dumps(list(quality.BANDS))
+        tags["QUALITY"] = quality.DESCRIPTION
     else:
         tags["CONFIDENCE_SCALE"] = "winning-class probability scaled to 0..254"
     return tags
@@ -166,11 +175,18 @@ def class_tags(tags: dict[str, str], path: Path) -> tuple[list[str], list[str]]:
     return names, colors
 
 
-def _description(attrs: RunAttrs, array: str) -> str:
+def descriptions(attrs: RunAttrs, array: str) -> list[str]:
+    """Each band's description, as GDAL shows it (``gdalinfo``, QGIS's band names)."""
     if array == "class":
         names = ", ".join(f"{v}={n}" for v, n in enumerate(attrs.class_names))
-        return f"class ({names}; {NODATA}=nodata)"
-    return f"confidence (winning-class probability, 0..254; {NODATA}=nodata)"
+        return [f"class ({names}; {NODATA}=nodata)"]
+    if array == QUALITY:
+        return [
+            f"clear observations used, summed over sub-periods (0..{quality.CLEAR_MAX}, "
+            f"saturating; {NODATA}=nodata)",
+            f"filled from a neighbouring sub-period (1) or not (0); {NODATA}=nodata",
+        ]
+    return [f"confidence (winning-class probability, 0..254; {NODATA}=nodata)"]
 
 
 def _band_rows(width: int, ts: int, levels: int) -> int:
@@ -236,7 +252,7 @@ def _write_source(store: TileStore, part: Part, array: str, path: Path) -> None:
         "driver": "GTiff",
         "width": part.width,
         "height": part.height,
-        "count": 1,
+        "count": data.shape[0] if data.ndim == 3 else 1,
         "dtype": "uint8",
         "nodata": NODATA,
         "crs": CRS.from_user_input(layout.grid.crs),
@@ -252,9 +268,10 @@ def _write_source(store: TileStore, part: Part, array: str, path: Path) -> None:
     step = _band_rows(part.width, layout.grid.tile_size, levels)
     rows = range(0, part.height, step)
 
-    def read(r: int) -> np.ndarray:
-        h = min(step, part.height - r)
-        return np.asarray(data[part.row + r : part.row + r + h, part.col : part.col + part.width])
+    def read(r: int) -> np.ndarray:  # (bands, rows, cols)
+        rows = slice(part.row + r, part.row + min(r + step, part.height))
+        block = np.asarray(data[..., rows, part.col : part.col + part.width])
+        return block if block.ndim == 3 else block[None]
 
     def level_profile(k: int) -> dict[str, object]:  # gdaladdo's sizes: ceil(size / 2**k)
         f = 2**k
@@ -275,13 +292,15 @@ def _write_source(store: TileStore, part: Part, array: str, path: Path) -> None:
                 ahead = reader.submit(read, rows[i + 1])
             if not (band != NODATA).any():  # SPARSE_OK: all-nodata blocks stay unwritten
                 continue
-            level, row = band, r
-            dst.write(level, 1, window=Window(0, row, *level.shape[::-1]))
-            for ovr in ovrs:  # each level from the one above, as GDAL does
-                level, row = halve(level, _RESAMPLING[array], NODATA), row // 2
-                ovr.write(level, 1, window=Window(0, row, *level.shape[::-1]))
+            for k, level in enumerate(band, start=1):
+                row = r
+                dst.write(level, k, window=Window(0, row, *level.shape[::-1]))
+                for ovr in ovrs:  # each level from the one above, as GDAL does
+                    level, row = halve(level, _RESAMPLING[array], NODATA), row // 2
+                    ovr.write(level, k, window=Window(0, row, *level.shape[::-1]))
         dst.update_tags(**_tags(attrs, array))
-        dst.set_band_description(1, _description(attrs, array))
+        for k, text in enumerate(descriptions(attrs, array), start=1):
+            dst.set_band_description(k, text)
         if array == "class":
             dst.write_colormap(1, _colormap(attrs))
             dst.colorinterp = [ColorInterp.palette]
@@ -297,55 +316,6 @@ def overview_count(width: int, height: int) -> int:
 
 def _level(compression: str) -> int | None:
     return {"ZSTD": 9, "DEFLATE": 6}.get(compression)
-
-
-def _write_vrt(
-    path: Path, layout: StoreLayout, attrs: RunAttrs, array: str, parts: list[Part]
-) -> Path:
-    """A VRT mosaic of the parts' COGs (gdalbuildvrt's output for tiles on one grid)."""
-    height, width = layout.shape
-    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
-    ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = CRS.from_user_input(
-        layout.grid.crs
-    ).to_wkt()
-    ET.SubElement(root, "GeoTransform").text = ", ".join(
-        repr(float(v)) for v in layout.transform.to_gdal()
-    )
-    meta = ET.SubElement(root, "Metadata")
-    for key, value in _tags(attrs, array).items():
-        ET.SubElement(meta, "MDI", key=key).text = value
-    band = ET.SubElement(root, "VRTRasterBand", dataType="Byte", band="1")
-    ET.SubElement(band, "Description").text = _description(attrs, array)
-    ET.SubElement(band, "NoDataValue").text = str(NODATA)
-    if array == "class":
-        ET.SubElement(band, "ColorInterp").text = "Palette"
-        table = ET.SubElement(band, "ColorTable")
-        for _, (r, g, b, a) in sorted(_colormap(attrs).items()):
-            ET.SubElement(table, "Entry", c1=str(r), c2=str(g), c3=str(b), c4=str(a))
-    else:
-        ET.SubElement(band, "ColorInterp").text = "Gray"
-    for part in parts:
-        src = ET.SubElement(band, "ComplexSource")
-        ET.SubElement(src, "SourceFilename", relativeToVRT="1").text = part.filename(array)
-        ET.SubElement(src, "SourceBand").text = "1"
-        ET.SubElement(
-            src,
-            "SourceProperties",
-            RasterXSize=str(part.width),
-            RasterYSize=str(part.height),
-            DataType="Byte",
-            BlockXSize=str(BLOCK),
-            BlockYSize=str(BLOCK),
-        )
-        rect = {"xOff": "0", "yOff": "0", "xSize": str(part.width), "ySize": str(part.height)}
-        ET.SubElement(src, "SrcRect", **rect)
-        ET.SubElement(src, "DstRect", **{**rect, "xOff": str(part.col), "yOff": str(part.row)})
-        ET.SubElement(src, "NODATA").text = str(NODATA)
-    ET.indent(root)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(ET.tostring(root, encoding="unicode") + "\n")
-    os.replace(tmp, path)
-    return path
 
 
 def _run_ray(jobs: list[tuple[str, Part, str, Path, str]]) -> list[Path]:
@@ -366,9 +336,10 @@ def compile_store(
 ) -> list[Path]:
     """Compile the store at ``store_uri`` (local or s3://) into COGs under ``out_dir``.
 
-    Returns every file written: ``<name>_class.tif`` and ``<name>_confidence.tif``
-    for a store that fits in one part; else each part's two COGs followed by
-    ``<name>_class.vrt`` and ``<name>_confidence.vrt``. ``name`` defaults to the
+    Returns every file written: ``<name>_class.tif``, ``<name>_confidence.tif`` and
+    ``<name>_quality.tif`` (not for a store made before the quality layer) for a
+    store that fits in one part; else each part's COGs followed by a VRT per array
+    (``<name>_class.vrt``, ...). ``name`` defaults to the
     run id. ``use_ray`` defaults to "if Ray is initialised and there are several
     parts".
     """
@@ -383,12 +354,17 @@ def compile_store(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     parts = plan_parts(layout, name, max_part_px)
-    jobs = [(store_uri, p, a, out / p.filename(a), compression) for p in parts for a in ARRAYS]
+    arrays = (*ARRAYS, QUALITY) if store.has_quality else ARRAYS
+    jobs = [(store_uri, p, a, out / p.filename(a), compression) for p in parts for a in arrays]
     if use_ray is None:
         use_ray = len(jobs) > 2 and _ray_ready()
     paths = _run_ray(jobs) if use_ray else [compile_part(*job) for job in jobs]
     if len(parts) > 1:
-        paths += [_write_vrt(out / f"{name}_{a}.vrt", layout, attrs, a, parts) for a in ARRAYS]
+        paths += [
+            write_vrt(out / f"{name}_{a}.vrt", layout, a, parts, _tags(attrs, a),
+                      descriptions(attrs, a), _colormap(attrs) if a == "class" else None)
+            for a in arrays
+        ]  # fmt: skip
     return paths
 
 

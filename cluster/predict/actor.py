@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from cluster.errors import ClusterError
-from cluster.predict.readers import ReaderPool, TileReader, cpus_per_gpu
+from cluster.predict.readers import ReaderPool, TileMap, TileReader, cpus_per_gpu
 from cluster.predict.setup import (
     NODATA,
     PredictorSetup,
@@ -40,14 +40,15 @@ from unet.model import autocast, model_input, pick_device, prepare_for_device
 
 
 def _masked(
-    tile_id: str, keep: np.ndarray, cls: np.ndarray, conf: np.ndarray
-) -> tuple[str, np.ndarray, np.ndarray]:
-    """(tile id, classes, confidence) as stored: nodata where the tile has no input or
-    lies outside the region (set in place: the arrays are this tile's own)."""
+    tile_id: str, keep: np.ndarray, quality: np.ndarray, cls: np.ndarray, conf: np.ndarray
+) -> TileMap:
+    """(tile id, classes, confidence, quality) as stored: nodata where the tile has no
+    input or lies outside the region (set in place: the arrays are this tile's own;
+    the reader set the quality's, from the same ``keep``)."""
     outside = ~keep
     cls[outside] = NODATA
     conf[outside] = NODATA
-    return tile_id, cls, conf
+    return tile_id, cls, conf, quality
 
 
 class Predictor:
@@ -120,9 +121,9 @@ class Predictor:
             taken = self.slots.take(len(tile_ids))
             try:
                 got = self.pool.read_into(tile_ids, taken)
-                x, keep = self.slots.x, self.slots.keep
-                ready = [
-                    (r.tile_id, x[s], keep[s])
+                x, keep, quality = self.slots.x, self.slots.keep, self.slots.quality
+                ready = [  # the quality copied out: the slot is another tile's once given back
+                    (r.tile_id, x[s], keep[s], quality[s].copy())
                     for (r, has), s in zip(got, taken, strict=True)
                     if has
                 ]
@@ -136,7 +137,9 @@ class Predictor:
             else:
                 inputs = self.reader.read_many(tile_ids)
             results = [i.result for i in inputs]
-            maps = self._map([(i.result.tile_id, i.x, i.keep) for i in inputs if i.x is not None])
+            maps = self._map(
+                [(i.result.tile_id, i.x, i.keep, i.quality) for i in inputs if i.x is not None]
+            )
             del inputs  # their shared memory, free while writing
         if self.pool is not None:
             self.pool.write(maps)
@@ -145,16 +148,15 @@ class Predictor:
                 self.reader.write(*tile_map)
         return results
 
-    def _map(
-        self, ready: list[tuple[str, np.ndarray, np.ndarray]]
-    ) -> list[tuple[str, np.ndarray, np.ndarray]]:
-        """(tile id, classes, confidence) of each (tile id, input, keep), as stored."""
+    def _map(self, ready: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> list[TileMap]:
+        """(tile id, classes, confidence, quality) of each (tile id, input, keep, quality),
+        as stored."""
         if not ready:
             return []
-        tiles = [Tile.parse(t) for t, _, _ in ready]
-        classes, confidence = self.infer([x for _, x, _ in ready], tiles)
+        tiles = [Tile.parse(t) for t, *_ in ready]
+        classes, confidence = self.infer([x for _, x, *_ in ready], tiles)
         found = zip(ready, classes, confidence, strict=True)
-        return [_masked(t, keep, c, p) for (t, _, keep), c, p in found]
+        return [_masked(t, keep, qual, c, p) for (t, _, keep, qual), c, p in found]
 
     def _batch(self, shape: tuple[int, ...]) -> torch.Tensor:
         """This thread's batch buffer, kept: a fresh one per batch costs a fault per

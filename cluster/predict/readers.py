@@ -32,6 +32,7 @@ from cluster.errors import ClusterError
 from cluster.imagery import inflight, throttle
 from cluster.imagery.composite import Stack, read_stack
 from cluster.predict.inputcheck import InputCheckError, check_tile
+from cluster.predict.quality import tile_quality
 from cluster.predict.setup import PredictorSetup, TileResult, open_catalog, read_card, time_recipe
 from cluster.predict.slots import AttachedSlots, SlotSpec
 from cluster.predict.store import TileStore
@@ -62,6 +63,8 @@ TILE_WORKER_ENV = {
 }
 # Neighbouring tiles in a row read by one reader (see ReaderPool._reader_of).
 COLUMN_RUN = 4
+# A tile's maps as stored: (tile id, classes, confidence, quality).
+TileMap = tuple[str, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class TileInput:
     result: TileResult
     x: np.ndarray | None = None  # float32 (channels, h, w): normalised, haloed, NaN -> 0
     keep: np.ndarray | None = None  # bool (tile, tile): core pixels with input, in the region
+    quality: np.ndarray | None = None  # uint8 (2, tile, tile): cluster.predict.quality
 
 
 class TileReader:
@@ -147,10 +151,11 @@ class TileReader:
         if stack.gaps.any():  # mapped pixels left nodata for want of a sub-period, and filled
             gaps, fills = (a[core] & inside for a in (stack.gaps, stack.filled))
             gap, filled = int((gaps & ~fills).sum()), int(fills.sum())
+        quality = tile_quality(stack.clear[core], stack.filled[core], keep)
         x = normalize(stack.data, self.mean, self.std)
         result = TileResult(tile_id, True, read_s=time.perf_counter() - start,
                             gap_px=gap, filled_px=filled, **throttle.take())  # fmt: skip
-        return TileInput(result, x, keep)
+        return TileInput(result, x, keep, quality)
 
     def read_many(self, tile_ids: Sequence[str]) -> list[TileInput]:
         """:meth:`read` of each tile, ``setup.tiles_in_flight`` of them at once; calls
@@ -173,19 +178,22 @@ class TileReader:
             if tile_input.x is not None:
                 into.x[slot] = tile_input.x
                 into.keep[slot] = tile_input.keep
+                into.quality[slot] = tile_input.quality
             return tile_input.result, tile_input.x is not None
 
         return list(self._tiles.map(read, tile_ids, slots))
 
-    def write(self, tile_id: str, classes: np.ndarray, confidence: np.ndarray) -> None:
-        """Write a tile's class map and confidence (uint8, nodata already set) into its
-        own chunks: no other tile's writer touches them."""
+    def write(
+        self, tile_id: str, classes: np.ndarray, confidence: np.ndarray, quality: np.ndarray
+    ) -> None:
+        """Write a tile's class map, confidence and quality (uint8, nodata already set)
+        into its own chunks: no other tile's writer touches them."""
         with self._store_lock:
             if self._store is None:
                 self._store = TileStore.open(self.setup.store, writable=True)
-        self._store.write_tile(Tile.parse(tile_id), classes, confidence)
+        self._store.write_tile(Tile.parse(tile_id), classes, confidence, quality)
 
-    def write_many(self, maps: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    def write_many(self, maps: Sequence[TileMap]) -> None:
         for tile_map in maps:
             self.write(*tile_map)
 
@@ -259,8 +267,8 @@ class ReaderPool:
         with the actor's slots)."""
         return self._each("read_into", tile_ids, tile_ids, slots)
 
-    def write(self, maps: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> None:
-        """Write (tile id, classes, confidence) of each tile, by the reader of its columns
+    def write(self, maps: Sequence[TileMap]) -> None:
+        """Write (tile id, classes, confidence, quality) of each tile, by the reader of its columns
         (whose share of the work is even); returns once all are written."""
         self._each("write_many", [m[0] for m in maps], maps)
 

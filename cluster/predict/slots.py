@@ -24,7 +24,10 @@ from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
+from cluster.predict.quality import BANDS
+
 SHM_DIR = "/dev/shm"
+QUALITY_BANDS = len(BANDS)
 
 
 @dataclass(frozen=True)
@@ -34,18 +37,23 @@ class SlotSpec:
     name: str
     n: int
     x_shape: tuple[int, int, int]  # channels, haloed height, haloed width (float32)
-    keep_shape: tuple[int, int]  # the tile's core (bool)
+    keep_shape: tuple[int, int]  # the tile's core (bool; and its quality, QUALITY_BANDS uint8)
 
     @property
     def nbytes(self) -> int:
-        return self.n * (4 * int(np.prod(self.x_shape)) + int(np.prod(self.keep_shape)))
+        core = int(np.prod(self.keep_shape))
+        return self.n * (4 * int(np.prod(self.x_shape)) + core * (1 + QUALITY_BANDS))
 
 
-def _views(spec: SlotSpec, buf: memoryview) -> tuple[np.ndarray, np.ndarray]:
+def _views(spec: SlotSpec, buf: memoryview) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each slot's input, mapped pixels and quality (``cluster.predict.quality``)."""
     x_bytes = spec.n * 4 * int(np.prod(spec.x_shape))
+    keep_bytes = x_bytes + spec.n * int(np.prod(spec.keep_shape))
     x = np.ndarray((spec.n, *spec.x_shape), np.float32, buf[:x_bytes])
-    keep = np.ndarray((spec.n, *spec.keep_shape), np.bool_, buf[x_bytes : spec.nbytes])
-    return x, keep
+    keep = np.ndarray((spec.n, *spec.keep_shape), np.bool_, buf[x_bytes:keep_bytes])
+    quality_shape = (spec.n, QUALITY_BANDS, *spec.keep_shape)
+    quality = np.ndarray(quality_shape, np.uint8, buf[keep_bytes : spec.nbytes])
+    return x, keep, quality
 
 
 def shared_memory_fits(nbytes: int) -> bool:
@@ -66,7 +74,7 @@ class Slots:
         size = SlotSpec("", n, x_shape, keep_shape).nbytes
         self._shm = shared_memory.SharedMemory(create=True, size=size)
         self.spec = SlotSpec(self._shm.name, n, x_shape, keep_shape)
-        self.x, self.keep = _views(self.spec, self._shm.buf)
+        self.x, self.keep, self.quality = _views(self.spec, self._shm.buf)
         _touch(self._shm.buf)
         self._free = list(range(n))
         self._lock = threading.Lock()
@@ -84,7 +92,7 @@ class Slots:
             self._free.extend(slots)
 
     def close(self) -> None:
-        del self.x, self.keep  # views first: a mapping with exports cannot close
+        del self.x, self.keep, self.quality  # views first: a mapping with exports cannot close
         self._shm.close()
         self._shm.unlink()
 
@@ -96,7 +104,7 @@ class AttachedSlots:
         self._shm = shared_memory.SharedMemory(name=spec.name)
         resource_tracker.unregister(self._shm._name, "shared_memory")  # the actor's to unlink
         self.spec = spec
-        self.x, self.keep = _views(spec, self._shm.buf)
+        self.x, self.keep, self.quality = _views(spec, self._shm.buf)
         if touch:  # map every page now (a read maps it too): no fault while reading tiles
             _touch(self._shm.buf)
 

@@ -1,4 +1,4 @@
-"""One Zarr v3 store per run: the class map and confidence, chunk = tile.
+"""One Zarr v3 store per run: the class map, confidence and input quality, chunk = tile.
 
 Conventions (DESIGN.md): one tile is exactly one chunk, so actors writing
 different tiles never touch the same object and need no locks; the codec is
@@ -11,6 +11,8 @@ On disk or under an s3:// prefix alike (``cluster.storage.objstore``), the same 
     <store>/zarr.json            group; attributes["statemap"] = run metadata
     <store>/class/c/<i>/<j>      uint8 class map of tile (row0 + i, col0 + j)
     <store>/confidence/c/<i>/<j> uint8 winning-class probability scaled to 0..254
+    <store>/quality/c/0/<i>/<j>  uint8 (2 bands): clear observations used, filled flag
+                                 (``cluster.predict.quality``)
     <store>/x, <store>/y         cell-centre coordinates, for xarray
     <store>/spatial_ref          0-d array carrying the CF/GDAL georeferencing
     <store>/statemap/done.bin    the done record (a subgroup, so zarr lists no stray object)
@@ -18,27 +20,32 @@ On disk or under an s3:// prefix alike (``cluster.storage.objstore``), the same 
 ``xarray.open_zarr(uri, consolidated=False)`` + rioxarray opens it with its
 CRS and transform: rioxarray reads ``crs_wkt``/``spatial_ref`` and
 ``GeoTransform`` from the variable named by each array's ``grid_mapping``.
+
+A store made before the quality layer opens read-only as it was (compile
+writes its class and confidence); a run refuses to resume it, since its
+tiles would then have quality and its earlier ones none.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import zarr
 import zarr.errors
-from affine import Affine
 from rasterio.crs import CRS
 from zarr.abc.store import Store
 from zarr.codecs import ZstdCodec
 
 from cluster.errors import ClusterError
 from cluster.predict import donerecord as rec
+from cluster.predict import quality as q
+from cluster.predict.layout import StoreLayout
 from cluster.storage import objstore
-from cluster.tiles.grid import Bounds, Grid, Tile
+from cluster.tiles.grid import Tile
 
 __all__ = ["NODATA", "RunAttrs", "StoreLayout", "TileStore"]
 
@@ -47,81 +54,9 @@ DATA_ARRAYS = ("class", "confidence")
 _DONE_KEY = "statemap/done.bin"
 _CODEC = ZstdCodec(level=3, checksum=False)  # fixed level: same tile, same bytes
 _WRITE_EMPTY = {"write_empty_chunks": True}
-_OURS = {*DATA_ARRAYS, "x", "y", "spatial_ref", "statemap"}
+_OURS = {*DATA_ARRAYS, q.QUALITY, "x", "y", "spatial_ref", "statemap"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COLOR = re.compile(r"#[0-9a-fA-F]{6}")
-
-
-@dataclass(frozen=True)
-class StoreLayout:
-    """The rectangle of grid tiles a store spans: rows [row0, row0+rows), cols likewise.
-
-    A store covers the rectangle of the region's tiles, not the whole grid
-    (whose origin may lie far away): chunk (i, j) is tile (row0 + i, col0 + j).
-    """
-
-    grid: Grid
-    row0: int
-    col0: int
-    rows: int
-    cols: int
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.grid, Grid):
-            raise ClusterError(f"StoreLayout.grid must be a Grid, got {self.grid!r}")
-        for field, low in (("row0", 0), ("col0", 0), ("rows", 1), ("cols", 1)):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-                raise ClusterError(
-                    f"StoreLayout.{field} must be an integer >= {low}, got {value!r}"
-                )
-            object.__setattr__(self, field, int(value))
-
-    @classmethod
-    def for_bounds(cls, grid: Grid, bounds: Bounds) -> StoreLayout:
-        """The tile rectangle covering ``bounds`` (e.g. a region's), as ``iter_tiles`` counts it."""
-        rows, cols = grid.tiles_in_bounds(bounds)
-        return cls(grid, rows.start, cols.start, len(rows), len(cols))
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.rows * self.grid.tile_size, self.cols * self.grid.tile_size)
-
-    @property
-    def transform(self) -> Affine:
-        """Of the store's upper-left pixel; the same edge arithmetic as the grid's tiles."""
-        return self.grid.tile_transform(Tile(self.row0, self.col0))
-
-    def contains(self, tile: Tile) -> bool:
-        return (
-            self.row0 <= tile.row < self.row0 + self.rows
-            and self.col0 <= tile.col < self.col0 + self.cols
-        )
-
-    def check(self, tile: Tile, uri: str) -> tuple[slice, slice]:
-        """The tile's pixel window in the store; a tile outside is a ClusterError."""
-        if not isinstance(tile, Tile):
-            raise ClusterError(f"expected a Tile, got {tile!r}")
-        if not self.contains(tile):
-            raise ClusterError(
-                f"tile {tile.id} is outside store {uri}, which holds tile rows "
-                f"{self.row0}..{self.row0 + self.rows - 1} and cols "
-                f"{self.col0}..{self.col0 + self.cols - 1}; the store was made for another "
-                "region or grid: use a new store path for this one"
-            )
-        ts = self.grid.tile_size
-        r, c = (tile.row - self.row0) * ts, (tile.col - self.col0) * ts
-        return slice(r, r + ts), slice(c, c + ts)
-
-    def to_json(self) -> dict[str, Any]:
-        grid = asdict(self.grid)
-        grid["origin"] = list(grid["origin"])
-        return {"grid": grid, **{k: getattr(self, k) for k in ("row0", "col0", "rows", "cols")}}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StoreLayout:
-        grid = Grid(**{**data["grid"], "origin": tuple(data["grid"]["origin"])})
-        return cls(grid, data["row0"], data["col0"], data["rows"], data["cols"])
 
 
 @dataclass(frozen=True)
@@ -219,6 +154,7 @@ def _array_specs(layout: StoreLayout) -> list[tuple[str, dict[str, Any], np.ndar
                        long_name="class"), None),
         ("confidence", spec(layout.shape, tile, "uint8", NODATA, ["y", "x"], **geo,
                             long_name="winning class probability, 0-254"), None),
+        (q.QUALITY, q.spec(layout.shape, layout.grid.tile_size, geo), None),
         ("x", spec(x.shape, x.shape, "float64", 0.0, ["x"], axis="X",
                    standard_name="projection_x_coordinate"), x),
         ("y", spec(y.shape, y.shape, "float64", 0.0, ["y"], axis="Y",
@@ -239,6 +175,14 @@ class TileStore:
             self._arrays = {name: group[name].with_config(_WRITE_EMPTY) for name in DATA_ARRAYS}
         except KeyError as exc:
             raise ClusterError(f"store {uri} lacks array {exc}: give a new store path") from exc
+        if q.QUALITY in group:
+            self._arrays[q.QUALITY] = group[q.QUALITY].with_config(_WRITE_EMPTY)
+        elif writable:  # an older version's store: its tiles have no quality to match
+            raise ClusterError(
+                f"store {uri} was made by a statemap without the quality layer: a run cannot "
+                "resume it (its tiles would lack quality). Finish it with that version, or "
+                "give a new store path; compile still reads it as it is"
+            )
 
     @classmethod
     def create_or_open(cls, uri: str, layout: StoreLayout, attrs: RunAttrs) -> TileStore:
@@ -336,12 +280,24 @@ class TileStore:
         group.attrs.update({"statemap": _metadata(layout, attrs)})
         return cls(uri, group, layout, attrs, writable=True)
 
-    def array(self, name: Literal["class", "confidence"]) -> zarr.Array:
+    def array(self, name: Literal["class", "confidence", "quality"]) -> zarr.Array:
         """The whole zarr array, for windowed reads that span tiles (compile)."""
         return self._arrays[name]
 
-    def write_tile(self, tile: Tile, classes: np.ndarray, confidence: np.ndarray) -> None:
-        """Write one tile's chunk in each array. Safe beside other actors: no shared chunk."""
+    @property
+    def has_quality(self) -> bool:
+        """False for a store made before the quality layer."""
+        return q.QUALITY in self._arrays
+
+    def write_tile(
+        self,
+        tile: Tile,
+        classes: np.ndarray,
+        confidence: np.ndarray,
+        quality: np.ndarray | None = None,
+    ) -> None:
+        """Write one tile's chunk in each array. Safe beside other actors: no shared chunk.
+        Without ``quality`` (maps made elsewhere) its chunk stays unwritten: nodata."""
         if not self.writable:
             raise ClusterError(f"store {self.uri} was opened read-only; open it writable")
         rows, cols = self.layout.check(tile, self.uri)
@@ -365,10 +321,14 @@ class TileStore:
                 f"tile {tile.id}: confidence must be {NODATA} exactly where the class is "
                 f"{NODATA} (nodata) and 0..254 elsewhere"
             )
+        if quality is not None:
+            q.check_tile(tile.id, quality, classes)
         i, j = tile.row - self.layout.row0, tile.col - self.layout.col0
-        for name, data in (("class", classes), ("confidence", confidence)):
-            self._arrays[name][rows, cols] = data
-            rec.remove_partials(self.uri, f"{name}/c/{i}/{j}")  # left if a writer was killed
+        for name, data in (("class", classes), ("confidence", confidence), (q.QUALITY, quality)):
+            if data is not None:
+                self._arrays[name][..., rows, cols] = data
+                band = "0/" * (data.ndim - 2)  # the quality array's one chunk along bands
+                rec.remove_partials(self.uri, f"{name}/c/{band}{i}/{j}")  # left by a killed writer
 
     def read_tile(self, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
         """(classes, confidence) of one tile; a tile never written reads as all 255."""

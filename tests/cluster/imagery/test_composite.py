@@ -138,6 +138,33 @@ def test_composites_equal_numpy_on_the_whole_stack(stack, recipe):
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6, equal_nan=True)
 
 
+def clear_count(ref: np.ndarray, min_clear: int = 1) -> np.ndarray:
+    """numpy's count of the clear observations behind every band of a pixel of the
+    reference stack: the least over bands, 0 where some band has too few."""
+    per_band = np.isfinite(ref).sum(axis=0)
+    return np.where((per_band >= min_clear).all(axis=0), per_band.min(axis=0), 0)
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [TimeRecipe("median"), TimeRecipe("mean"), TimeRecipe("percentile", percentile=90, min_clear=3),
+     TimeRecipe()],
+    ids=["median", "mean", "p90-min3", "first"],
+)  # fmt: skip
+def test_clear_observations_counted_as_numpy_counts_them(stack, recipe):
+    items, ref = stack
+    bounds, shape = window(96)
+    count = np.full(shape, -7, dtype=np.int32)
+    out = composite_window(items, bounds, shape, CRS, recipe, count=count)
+    if recipe.compositing == "first":  # the mosaic: one item per filled pixel
+        expected = np.isfinite(ref).all(axis=1).any(axis=0).astype(np.int32)
+    else:
+        expected = clear_count(ref, recipe.min_clear)
+    np.testing.assert_array_equal(count, expected)
+    np.testing.assert_array_equal(count == 0, np.isnan(out).any(axis=0))
+    assert len(np.unique(count)) > 3 or recipe.compositing == "first"  # really varies
+
+
 def test_first_is_the_mosaic_and_sources_name_items(stack):
     items, ref = stack
     bounds, shape = window(96)
@@ -169,6 +196,8 @@ def test_stack_layers_by_subperiod_and_fill(tmp_path):
     assert got.gaps.sum() > 100
     np.testing.assert_array_equal(got.gaps, missing.any(axis=0) & ~missing.all(axis=0))
     assert not got.filled.any()
+    own = [clear_count(part) for part in parts]  # each sub-period's observations, by numpy
+    np.testing.assert_array_equal(got.clear, sum(own))
 
     filled = read_stack(items, bounds, shape, CRS, TimeRecipe("median", periods=periods,
                         fill="neighbour"), 2023, n_bands=2)  # fmt: skip
@@ -180,6 +209,8 @@ def test_stack_layers_by_subperiod_and_fill(tmp_path):
     # where nothing was missing the layers are untouched
     keep = ~got.gaps
     np.testing.assert_array_equal(filled.data[:, keep], got.data[:, keep])
+    # a filled layer adds no observations of its own: the count is the same as unfilled
+    np.testing.assert_array_equal(filled.clear, got.clear)
 
     # the same stack two years on, placed by the run's year: no item falls in it
     later = read_stack(items, bounds, shape, CRS, recipe, 2025, n_bands=2)

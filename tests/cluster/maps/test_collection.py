@@ -71,6 +71,7 @@ def test_validates_offline_one_item_per_part(request, layout, store_uri, monkeyp
         assert {k: Path(a.get_absolute_href()).name for k, a in collection.assets.items()} == {
             "class_mosaic": "run-a_class.vrt",
             "confidence_mosaic": "run-a_confidence.vrt",
+            "quality_mosaic": "run-a_quality.vrt",
         }
     else:
         assert collection.assets == {}
@@ -84,15 +85,20 @@ def test_assets_classes_and_projection_match_the_cogs(parts, store_uri):
         assert item.properties["statemap:run_id"] == "run-a"
         assert item.properties["start_datetime"] == "2024-04-01T00:00:00Z"
         assert item.properties["end_datetime"] == "2024-09-30T23:59:59Z"
-        assert set(item.assets) == {"class", "confidence"}
+        assert set(item.assets) == {"class", "confidence", "quality"}
         for key, asset in item.assets.items():
             assert asset.href.startswith("../")  # relative, beside the item folder
             cog = Path(asset.get_absolute_href())
             assert cog.is_file() and cog.name == f"{item.id}_{key}.tif"
             assert asset.media_type == "image/tiff; application=geotiff; profile=cloud-optimized"
             assert asset.roles == ["data"]
-            (band,) = asset.extra_fields["raster:bands"]
-            assert band == {"nodata": 255, "data_type": "uint8", "spatial_resolution": 10.0}
+            bands = asset.extra_fields["raster:bands"]
+            plain = {"nodata": 255, "data_type": "uint8", "spatial_resolution": 10.0}
+            if key == "quality":
+                assert [b["name"] for b in bands] == ["clear_observations", "filled"]
+                assert [b.items() >= plain.items() for b in bands] == [True, True]
+            else:
+                assert bands == [plain]
             with rasterio.open(cog) as src:
                 assert item.properties["proj:code"] == f"EPSG:{src.crs.to_epsg()}"
                 assert item.properties["proj:shape"] == [src.height, src.width]

@@ -57,7 +57,10 @@ def _fill(store: TileStore, skip: set[tuple[int, int]]) -> None:
             classes[rng.random((TS, TS)) < 0.05] = 255
             conf = rng.integers(0, 255, (TS, TS), dtype=np.uint8)
             conf[classes == 255] = 255
-            store.write_tile(Tile(lay.row0 + r, lay.col0 + c), classes, conf)
+            quality = np.stack([rng.integers(0, 30, (TS, TS)), rng.integers(0, 2, (TS, TS))])
+            quality = quality.astype(np.uint8)
+            quality[:, classes == 255] = 255
+            store.write_tile(Tile(lay.row0 + r, lay.col0 + c), classes, conf, quality)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +73,7 @@ def store_uri(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def expected(store_uri) -> dict[str, np.ndarray]:
     store = TileStore.open(store_uri)
-    return {a: np.asarray(store.array(a)[...]) for a in ("class", "confidence")}
+    return {a: np.asarray(store.array(a)[...]) for a in ("class", "confidence", "quality")}
 
 
 @pytest.fixture(scope="module")
@@ -79,28 +82,62 @@ def single(store_uri, tmp_path_factory) -> list[Path]:
 
 
 def test_single_part_files(single):
-    assert [p.name for p in single] == ["run-a_class.tif", "run-a_confidence.tif"]
+    assert [p.name for p in single] == [
+        "run-a_class.tif",
+        "run-a_confidence.tif",
+        "run-a_quality.tif",
+    ]
     assert not [p for p in single[0].parent.iterdir() if p.name.startswith(".")]  # no temp left
 
 
-@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("index", [0, 1, 2])
 def test_cog_valid_georeferenced_exact(single, expected, index):
     path = single[index]
-    array = "class" if index == 0 else "confidence"
+    array = ("class", "confidence", "quality")[index]
     valid, errors, _warnings = cog_validate(str(path))
     assert valid and errors == []
     with rasterio.open(path) as ds:
         assert ds.crs == CRS.from_user_input("EPSG:25832")
         assert ds.transform == LAYOUT.transform
         assert (ds.height, ds.width) == LAYOUT.shape
-        assert ds.nodata == 255 and ds.dtypes == ("uint8",)
-        assert ds.block_shapes == [(512, 512)]
+        bands = 2 if array == "quality" else 1
+        assert ds.nodata == 255 and ds.dtypes == ("uint8",) * bands
+        assert ds.block_shapes == [(512, 512)] * bands
         assert ds.compression is not None and ds.compression.value == "DEFLATE"
-        np.testing.assert_array_equal(ds.read(1), expected[array])
+        np.testing.assert_array_equal(ds.read(), expected[array].reshape(bands, *LAYOUT.shape))
         factors = ds.overviews(1)
         assert factors and max(ds.width, ds.height) / factors[-1] < 512
         assert ds.tags()["RUN_ID"] == "run-a"
-        assert array in ds.descriptions[0]
+        assert array in ds.descriptions[0] or array == "quality"
+
+
+def test_quality_cog_bands_and_overviews(single, expected):
+    """Two described bands, each overview level the AVERAGE of the one above (an
+    overview's mean count; its flag where at least half its pixels were filled)."""
+    with rasterio.open(single[2]) as ds:
+        assert ds.count == 2 and ds.nodatavals == (255, 255)
+        assert ds.descriptions[0].startswith("clear observations used")
+        assert ds.descriptions[1].startswith("filled from a neighbouring sub-period")
+        assert json.loads(ds.tags()["QUALITY_BANDS"]) == ["clear_observations", "filled"]
+        levels = len(ds.overviews(1))
+    for band in (0, 1):
+        level = expected["quality"][band]
+        for k in range(levels):
+            level = halve(level, "AVERAGE", 255)
+            with rasterio.open(single[2], overview_level=k) as ov:
+                np.testing.assert_array_equal(ov.read(band + 1), level)
+
+
+def test_a_store_from_before_the_quality_layer_compiles_class_and_confidence(store_uri, tmp_path):
+    import shutil
+
+    old = tmp_path / "old.zarr"
+    shutil.copytree(store_uri, old)
+    shutil.rmtree(old / "quality")  # as an older version made it
+    assert [p.name for p in compile_store(str(old), tmp_path / "cog")] == [
+        "run-a_class.tif",
+        "run-a_confidence.tif",
+    ]
 
 
 def test_class_cog_colour_table_and_names(single):
@@ -208,7 +245,8 @@ def test_odd_overview_sizes(tmp_path):
             conf = np.where(classes == 255, 255, rng.integers(0, 255, (250, 250))).astype(np.uint8)
             store.write_tile(Tile(r, c), classes, conf)
     paths = compile_store(uri, tmp_path / "cog")
-    for path, array in zip(paths, ARRAYS, strict=True):
+    assert paths[2].name.endswith("_quality.tif")  # not written to: all nodata
+    for path, array in zip(paths[:2], ARRAYS, strict=True):
         assert cog_validate(str(path))[0]
         with rasterio.open(path) as ds:
             level = np.asarray(store.array(array)[...])
@@ -223,18 +261,20 @@ def test_odd_overview_sizes(tmp_path):
 def test_split_into_parts_with_vrt(store_uri, expected, tmp_path):
     paths = compile_store(store_uri, tmp_path, max_part_px=600)  # 2 tiles a side per part
     names = [p.name for p in paths]
-    assert names[-2:] == ["run-a_class.vrt", "run-a_confidence.vrt"]
+    assert names[-3:] == ["run-a_class.vrt", "run-a_confidence.vrt", "run-a_quality.vrt"]
     cogs = [p for p in paths if p.suffix == ".tif"]
-    assert len(cogs) == 2 * 2 * 2  # 3x4 tiles -> 2x2 parts, two arrays
+    assert len(cogs) == 2 * 2 * 3  # 3x4 tiles -> 2x2 parts, three arrays
     for cog in cogs:
         assert cog_validate(str(cog))[0]
         with rasterio.open(cog) as ds:
             assert ds.width % TS == 0 and ds.height % TS == 0
-    for array in ("class", "confidence"):
+    for array in ("class", "confidence", "quality"):
         with rasterio.open(tmp_path / f"run-a_{array}.vrt") as ds:
             assert ds.crs == CRS.from_user_input("EPSG:25832")
             assert ds.transform == LAYOUT.transform and ds.nodata == 255
-            np.testing.assert_array_equal(ds.read(1), expected[array])
+            bands = 2 if array == "quality" else 1
+            assert ds.count == bands and all(ds.descriptions)
+            np.testing.assert_array_equal(ds.read(), expected[array].reshape(bands, *LAYOUT.shape))
             if array == "class":
                 assert json.loads(ds.tags()["CLASS_NAMES"]) == list(ATTRS.class_names)
                 assert ds.colormap(1)[2] == (0x41, 0xAB, 0x5D, 255)
@@ -250,8 +290,10 @@ def test_parts_in_parallel_with_ray(store_uri, expected, tmp_path):
     finally:
         if started:
             ray.shutdown()
-    with rasterio.open(paths[-2]) as ds:
+    with rasterio.open(paths[-3]) as ds:
         np.testing.assert_array_equal(ds.read(1), expected["class"])
+    with rasterio.open(paths[-1]) as ds:
+        np.testing.assert_array_equal(ds.read(), expected["quality"])
 
 
 def test_plan_parts_whole_tiles():

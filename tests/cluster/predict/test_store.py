@@ -246,6 +246,7 @@ def test_xarray_rioxarray_open_it_georeferenced(uri):
     assert da.rio.transform() == LAYOUT.transform
     assert ds["confidence"].rio.transform() == LAYOUT.transform
     assert da.rio.nodata == 255
+    assert ds["quality"].dims == ("band", "y", "x") and ds["quality"].rio.nodata == 255
     # tile (4, 7) is chunk (1, 2): pixel rows 8..15, cols 16..23
     np.testing.assert_array_equal(da.isel(y=slice(8, 16), x=slice(16, 24)).values, cls)
     x, y = GRID.tile_transform(tile) @ (0.5, 0.5)
@@ -254,3 +255,53 @@ def test_xarray_rioxarray_open_it_georeferenced(uri):
     assert meta["run_id"] == "run-a" and meta["nodata"] == 255 and meta["crs"]["epsg"] == 25832
     assert meta["classes"][1] == {"value": 1, "name": "open land", "color": "#e9d66b"}
     assert meta["transform"]["gdal"] == list(LAYOUT.transform.to_gdal())
+
+
+def tile_quality(classes: np.ndarray, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    quality = np.stack([rng.integers(0, 255, classes.shape), rng.integers(0, 2, classes.shape)])
+    quality = quality.astype(np.uint8)
+    quality[:, classes == 255] = 255
+    return quality
+
+
+def test_quality_is_one_chunk_per_tile_nodata_where_the_map_is(uri, tmp_path):
+    store = TileStore.create_or_open(uri, LAYOUT, ATTRS)
+    assert store.has_quality
+    tile = Tile(4, 7)
+    cls, conf = tile_data(tile)
+    quality = tile_quality(cls)
+    store.write_tile(tile, cls, conf, quality)
+    reopened = TileStore.open(uri)
+    np.testing.assert_array_equal(reopened.array("quality")[:, 8:16, 16:24], quality)
+    assert (reopened.array("quality")[:, :8] == 255).all()  # unwritten: nodata
+    assert list(chunk_files(Path(uri), "quality")) == ["quality/c/0/1/2"]
+    before = chunk_files(Path(uri), "quality")
+    store.write_tile(tile, cls, conf, quality.copy())
+    assert chunk_files(Path(uri), "quality") == before  # rewritten byte-identical
+    wrong = quality.copy()
+    wrong[0, 0, 0] = 3  # a value where the class is nodata
+    with pytest.raises(ClusterError, match="quality must be 255 exactly where"):
+        store.write_tile(tile, cls, conf, wrong)
+    flag = quality.copy()
+    flag[1][cls != 255] = 2
+    with pytest.raises(ClusterError, match="0 or 1"):
+        store.write_tile(tile, cls, conf, flag)
+    with pytest.raises(ClusterError, match=r"shape \(2, 8, 8\)"):
+        store.write_tile(tile, cls, conf, quality[0])
+
+
+def test_a_store_from_before_the_quality_layer_opens_read_only_and_is_not_resumed(uri):
+    import shutil
+
+    store = TileStore.create_or_open(uri, LAYOUT, ATTRS)
+    tile = Tile(4, 7)
+    store.write_tile(tile, *tile_data(tile))
+    shutil.rmtree(Path(uri) / "quality")  # as an older version made it
+    old = TileStore.open(uri)
+    assert not old.has_quality
+    np.testing.assert_array_equal(old.read_tile(tile)[0], tile_data(tile)[0])
+    for resume in (lambda: TileStore.open(uri, writable=True),
+                   lambda: TileStore.create_or_open(uri, LAYOUT, ATTRS)):  # fmt: skip
+        with pytest.raises(ClusterError, match=r"without the quality layer.*new store path"):
+            resume()

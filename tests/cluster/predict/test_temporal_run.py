@@ -6,15 +6,20 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pystac
 import pytest
+import rasterio
 import yaml
 
 from cluster.errors import ClusterError
+from cluster.maps.compile import compile_store
 from cluster.predict.driver import check_inputs, run_predict
+from cluster.predict.readers import TileReader
 from cluster.predict.setup import read_card
 from cluster.predict.store import NODATA, TileStore
 from cluster.sample.scene import SampleSpec
+from cluster.tiles.grid import Tile
 from cluster.training.parity import map_scores
 from cluster.training.train import train_from_catalog
 from jobs.config import load_predict_config
@@ -68,6 +73,11 @@ def test_stack_map_matches_training_and_resumes_byte_identical(stack_model, tmp_
     whole = load_predict_config(_config(predict_yaml, tmp_path / "whole", run={"batch_size": 2}))
     summary = run_predict(whole, progress=False)
     assert summary.done == 4 and not summary.failed and summary.gap_px == 0
+    store = TileStore.open(summary.store)
+    mapped = store.array("class")[:] != NODATA
+    quality = store.array("quality")[:]
+    assert (quality[:, ~mapped] == NODATA).all() and (quality[1][mapped] == 0).all()
+    assert (quality[0][mapped] >= 3).all()  # at least one clear view in each season
     _, map_miou = map_scores(summary.store, out / "model-stack")
     metrics = yaml.safe_load((out / "model-stack" / "metrics.json").read_text())
     assert abs(map_miou - metrics["unet"]["miou"]) <= 0.02  # one data path
@@ -121,6 +131,34 @@ def test_a_sub_period_without_scenes_is_nodata_or_filled_and_counted(stack_model
     else:
         assert mapped == region_px == summary.filled_px and summary.gap_px == 0
     assert any("sub-period" in line for line in summary.lines())
+    _quality_is_the_stacks(spec.setup, store, classes, tmp_path / f"{fill}-maps")
+
+
+def _quality_is_the_stacks(setup: object, store: TileStore, classes: np.ndarray, out: Path) -> None:
+    """The store's quality, and its compiled COG, are what each tile's stack counted:
+    the clear observations of spring and summer (autumn, filled, adds none) and the
+    filled flag on every mapped pixel; nodata exactly where the class map is."""
+    got = store.array("quality")[:]
+    mapped = classes != NODATA
+    assert (got[:, ~mapped] == NODATA).all()
+    reader, lay, ts = TileReader(setup), store.layout, store.layout.grid.tile_size
+    h = reader.grid.halo
+    for r in range(lay.rows):
+        for c in range(lay.cols):
+            stack = reader.stack(Tile(lay.row0 + r, lay.col0 + c))
+            tile = (slice(r * ts, (r + 1) * ts), slice(c * ts, (c + 1) * ts))
+            core = (slice(h, h + ts), slice(h, h + ts))
+            here = mapped[tile]
+            spring_summer = stack.layer_items[0] + stack.layer_items[1]
+            assert not stack.layer_items[2]  # no autumn scene: nothing of its own to count
+            assert (stack.clear[core][here] <= len(spring_summer)).all()
+            np.testing.assert_array_equal(got[0][tile][here], stack.clear[core][here])
+            np.testing.assert_array_equal(got[1][tile][here], stack.filled[core][here])
+    if mapped.any():
+        assert (got[1][mapped] == 1).all() and (got[0][mapped] >= 2).all()  # a view a season
+    cog = next(p for p in compile_store(store.uri, out) if p.name.endswith("_quality.tif"))
+    with rasterio.open(cog) as src:
+        np.testing.assert_array_equal(src.read(), got)
 
 
 def test_a_run_restating_another_recipe_is_refused(stack_model, tmp_path):
