@@ -56,7 +56,6 @@ import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -70,7 +69,7 @@ from rasterio.windows import Window
 
 from cluster.errors import ClusterError
 from cluster.maps.overviews import halve
-from cluster.maps.vrt import write_vrt
+from cluster.maps.vrt import Part, write_vrt
 from cluster.predict import quality
 from cluster.predict.store import NODATA, RunAttrs, StoreLayout, TileStore
 from cluster.storage import objstore
@@ -97,20 +96,6 @@ _GDAL_ENV = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "FALSE",
 }
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-@dataclass(frozen=True)
-class Part:
-    """A rectangle of the store's pixels, on tile boundaries: rows [row, row + height)."""
-
-    name: str
-    row: int
-    col: int
-    height: int
-    width: int
-
-    def filename(self, array: str) -> str:
-        return f"{self.name}_{array}.tif"
 
 
 def plan_parts(layout: StoreLayout, name: str, max_part_px: int) -> list[Part]:

@@ -11,19 +11,30 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rasterio.crs import CRS
 
 from cluster.predict.store import NODATA, StoreLayout
 
-if TYPE_CHECKING:
-    from cluster.maps.compile import Part
-
-__all__ = ["write_vrt"]
+__all__ = ["Part", "write_vrt"]
 
 BLOCK = 512  # the COGs' internal tiles (cluster.maps.compile.BLOCK)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A rectangle of the store's pixels, on tile boundaries: rows [row, row + height)."""
+
+    name: str
+    row: int
+    col: int
+    height: int
+    width: int
+
+    def filename(self, array: str) -> str:
+        return f"{self.name}_{array}.tif"
 
 
 def write_vrt(
