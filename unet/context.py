@@ -1,21 +1,26 @@
 """How far around a pixel a trained U-Net actually looks.
 
 ``UNetConfig.receptive_radius`` is what the architecture *can* see (51 px at
-depth 3, 107 at depth 4); a trained model draws nearly all of its output from
-much closer. A tile's halo must cover what it does draw on, or the map changes
-where tile borders fall. So the radius is measured on the trained model, once,
-and kept in its checkpoint: the gradient of the winning class's log-probability
-at one output pixel, against every input pixel, summed over bands; the radius
-is the smallest square around the pixel outside which lies no more than
-``SHARE`` of that gradient's mass, at the worst of several input samples and of
-the pixel's alignments against the pools.
+depth 3, 107 at depth 4); a trained model's output depends on much less. A
+tile's halo must give what it does depend on, or the map changes where tile
+borders fall. So the margin is measured on the trained model, once, and kept
+in its checkpoint: the model predicts a block of pixels (every alignment
+against its pools) from windows with ever wider margins around it, cut as a
+run cuts them, until every class probability lies within ``TOLERANCE`` of its
+prediction from all it can see. That counts what the window's edge does to
+the features inside (zero padding where the neighbours' activations were,
+carried far by the deepest levels), which the gradient against the inputs
+does not; and it is measured on windows as wide as the model sees
+(:func:`window_side`), read as its inputs are: on training chips, narrower,
+the far context is padding, and a depth-4 model measured there needed 46 px
+where windows of the imagery show 72.
 
 A U-Net is not shift-invariant: max-pools and strided up-convolutions see the
 image on a lattice of ``2**depth`` px, and shifting the lattice moves
 decisions (measured on the demo model: 0.2% of pixels change class when the
 tile windows move by 4 px, whatever the halo). A run therefore feeds the model
 windows that start on a lattice fixed in the CRS (:func:`lattice_offset`), which
-costs ``2**depth`` px of halo on top of the radius (:func:`halo_needed`).
+costs ``2**depth`` px of halo on top of the margin (:func:`halo_needed`).
 """
 
 from __future__ import annotations
@@ -28,63 +33,77 @@ import torch
 from unet.model import UNet, UNetConfig
 
 __all__ = [
-    "SHARE", "context_radius", "context_record", "halo_needed", "lattice_offset", "recorded_radius",
+    "TOLERANCE", "context_radius", "context_record", "halo_needed", "image_windows",
+    "lattice_offset", "recorded_radius", "window_side",
 ]  # fmt: skip
 
-# Share of the gradient's mass a halo may leave out. Measured on the demo's model:
-# a halo of the radius at 1e-3 maps 1,478,656 pixels with 0 to 3 of them changed.
-SHARE = 1e-3
-_PHASES = 4  # alignments tried per axis (of 2**depth)
+# A class probability may move this much when the window is cut (half of the
+# 1/254 a confidence step is: a confidence then moves by at most 1).
+TOLERANCE = 0.5 / 254
+METHOD = "truncation"  # what a checkpoint's record says; others (older) are not trusted
 _BATCH = 8
 
 
-def context_radius(
-    model: UNet, inputs: np.ndarray | None = None, share: float = SHARE, seed: int = 0
-) -> int:
-    """Radius (px, Chebyshev) holding all but ``share`` of the output's gradient.
+def window_side(config: UNetConfig) -> int:
+    """Side (px) of the windows the margin is measured on: the block and all the
+    model can see around it, on its lattice."""
+    m = config.multiple
+    return -(-(2 * config.receptive_radius + 4 * m) // m) * m
 
-    ``inputs``: normalised samples (n, bands, h, w) as the model sees them, e.g.
-    training chips; centre crops (or zero-padded) to the window measured. Without
-    them, standard-normal noise (the normalised inputs' distribution, roughly)."""
+
+def context_radius(
+    model: UNet, inputs: np.ndarray | None = None, tolerance: float = TOLERANCE, seed: int = 0
+) -> int:
+    """Least margin (px) around a block of output pixels with which the model, given
+    only the block and that margin (a window on its lattice, as a run cuts it),
+    predicts every class probability within ``tolerance`` of its prediction with
+    all it can see.
+
+    ``inputs``: normalised samples (n, bands, h, w) as the model sees them, best
+    :func:`window_side` wide (others are centre-cropped or zero-padded to it);
+    without them, standard-normal noise."""
     config = model.config
     m = config.multiple
-    side = -(-(2 * config.receptive_radius + 2 * m) // m) * m
+    side = window_side(config)
     x = _windows(inputs, config, side, seed)
-    step = max(1, m // _PHASES)
-    centre = side // 2 - m // 2  # a multiple of m: its phase is 0
-    pixels = [(centre + dy, centre + dx) for dy in range(0, m, step) for dx in range(0, m, step)]
-    jobs = [(k, p) for k in range(len(x)) for p in pixels]
     param = next(model.parameters())
     was_training = model.training
     model.eval()
     try:
-        worst = 0
-        for start in range(0, len(jobs), _BATCH):
-            part = jobs[start : start + _BATCH]
-            batch = torch.stack([x[k] for k, _ in part]).to(param.device, param.dtype)
-            batch.requires_grad_(True)
-            logp = torch.log_softmax(model(batch).float(), dim=1)
-            picked = [logp[i, :, y, xx] for i, (_, (y, xx)) in enumerate(part)]
-            torch.stack([p[p.argmax()] for p in picked]).sum().backward()
-            grads = batch.grad.abs().sum(dim=1).cpu().numpy()  # type: ignore[union-attr]
-            for g, (_, pixel) in zip(grads, part, strict=True):
-                worst = max(worst, _radius(g, pixel, share))
-        return worst
+        with torch.no_grad():
+            full = _probabilities(model, x, param)
+            lo, hi = side // 2 - 3 * m // 2, side // 2 + 3 * m // 2  # each phase 9 times
+            core = (slice(None), slice(None), slice(lo, hi), slice(lo, hi))
+            for k in range(config.receptive_radius // m + 2):
+                a, b = (lo // m - k) * m, (-(-hi // m) + k) * m  # the window, on the lattice
+                part = _probabilities(model, x[:, :, a:b, a:b], param)
+                inner = (slice(None), slice(None), slice(lo - a, hi - a), slice(lo - a, hi - a))
+                if float((part[inner] - full[core]).abs().max()) <= tolerance:
+                    return min(lo - a, b - hi)
+        return config.receptive_radius
     finally:
         model.train(was_training)
+
+
+def _probabilities(model: UNet, x: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    out = [model(x[k : k + _BATCH].to(param.device, param.dtype)).float().softmax(dim=1).cpu()
+           for k in range(0, len(x), _BATCH)]  # fmt: skip
+    return torch.cat(out)
 
 
 def context_record(model: UNet, inputs: np.ndarray | None) -> dict[str, Any]:
     """What a checkpoint keeps under ``extra["context"]``: the radius and how it was
     measured (``inputs``: normalised training samples, as for :func:`context_radius`)."""
     radius = context_radius(model, inputs)
-    return {"radius_px": radius, "share": SHARE, "inputs": 0 if inputs is None else len(inputs)}
+    return {"radius_px": radius, "method": METHOD, "tolerance": TOLERANCE,
+            "inputs": 0 if inputs is None else len(inputs)}  # fmt: skip
 
 
-def image_windows(image: np.ndarray, n: int = 4) -> np.ndarray:
+def image_windows(image: np.ndarray, config: UNetConfig, n: int = 4) -> np.ndarray:
     """``n`` square windows (n, bands, side, side) spread along the diagonal of a
-    normalised (bands, h, w) image: samples for :func:`context_radius`."""
-    side = min(*image.shape[1:], 256)
+    normalised (bands, h, w) image, :func:`window_side` wide where the image is:
+    samples for :func:`context_radius`."""
+    side = min(*image.shape[1:], window_side(config))
     rows, cols = (
         np.linspace(0, extent - side, num=n).round().astype(int) for extent in image.shape[1:]
     )
@@ -104,24 +123,14 @@ def _windows(inputs: np.ndarray | None, config: UNetConfig, side: int, seed: int
     return torch.from_numpy(out)
 
 
-def _radius(grad: np.ndarray, pixel: tuple[int, int], share: float) -> int:
-    """Smallest r with at most ``share`` of ``grad``'s sum farther than r (Chebyshev)."""
-    total = float(grad.sum())
-    if total <= 0.0:
-        return 0
-    yy, xx = np.indices(grad.shape)
-    dist = np.maximum(np.abs(yy - pixel[0]), np.abs(xx - pixel[1]))
-    mass = np.bincount(dist.ravel(), weights=grad.ravel())
-    outside = total - np.cumsum(mass)  # outside[r]: mass farther than r
-    return int(np.argmax(outside <= share * total))
-
-
 def recorded_radius(config: UNetConfig, extra: dict[str, Any]) -> int:
-    """The radius a checkpoint records (``extra["context"]["radius_px"]``); for a
-    checkpoint from before it was measured, the architecture's receptive radius."""
+    """The margin a checkpoint records (``extra["context"]["radius_px"]``); for a
+    checkpoint from before it was measured so, the architecture's receptive radius."""
     context = extra.get("context") or {}
     radius = context.get("radius_px")
-    return int(radius) if radius is not None else config.receptive_radius
+    if radius is None or context.get("method") != METHOD:
+        return config.receptive_radius
+    return int(radius)
 
 
 def halo_needed(config: UNetConfig, radius: int) -> int:

@@ -247,7 +247,7 @@ def train(
             "crs": data.crs,
             "seed": spec.seed,
             "augmentation": spec.augmentation,
-            "context": context_record(model, image_windows(image)),
+            "context": context_record(model, image_windows(image, model.config)),
         },
     )
     ckpt, digest = save_outputs(spec.output, model, card, scores, fitted, "U-Net, held-out area")

@@ -43,6 +43,7 @@ from cluster.training.labels import NODATA, Labels, LabelSpec, open_labels
 __all__ = ["ChipMaker", "ChipResult", "ChipSpec", "ChipSummary", "build_chips"]
 
 log = logging.getLogger(__name__)
+Bounds = tuple[float, float, float, float]
 _MAX_REFLECTANCE = 2.0  # a band's median above this is not reflectance but DN
 
 
@@ -118,13 +119,43 @@ class ChipSummary:
 
 def open_catalog(spec: ChipSpec, labels: Labels) -> Catalog:
     """The catalog selection of the chips, bounded to where the labels are."""
-    box = shapely.box(*labels.bounds(spec.grid.crs))
+    region = Region(shapely.box(*labels.bounds(spec.grid.crs)), spec.grid.crs, labels.source)
+    return _catalog(spec, region)
+
+
+def _catalog(spec: ChipSpec, region: Region) -> Catalog:
     return Catalog.open(
         spec.catalog, spec.bands, spec.grid.crs, collections=spec.collections,
         start=spec.start, end=spec.end, max_cloud_cover=spec.max_cloud_cover,
-        region=Region(box, spec.grid.crs, labels.source), overrides=spec.overrides,
-        units=spec.units,
+        region=region, overrides=spec.overrides, units=spec.units,
     )  # fmt: skip
+
+
+def read_chip_input(spec: ChipSpec, catalog: Catalog, bounds: Bounds, shape: tuple[int, int],
+                    sources: np.ndarray | None = None) -> Stack:  # fmt: skip
+    """A window's model input as chips (and runs) read it: the selection's items there,
+    masked and composited by the recipe."""
+    items = catalog.items_for(bounds)
+    return read_stack(items, bounds, shape, spec.grid.crs, spec.time,
+                      run_year(spec.start, spec.end), n_bands=len(spec.bands),
+                      sources=sources)  # fmt: skip
+
+
+def context_windows(spec: ChipSpec, tiles: list[Tile], side: int) -> np.ndarray:
+    """(n, bands, side, side) input around the centre of each of ``tiles``, read as its
+    chip is but as wide as the model can see: what the trained model's context is
+    measured on (chips are narrower, and beyond them it would see padding)."""
+    grid, half = spec.grid, side * spec.grid.resolution / 2
+    boxes = []
+    for tile in tiles:
+        minx, miny, maxx, maxy = grid.tile_bounds(tile)
+        cx, cy = (minx + maxx) / 2, (miny + maxy) / 2
+        boxes.append((cx - half, cy - half, cx + half, cy + half))
+    if not boxes:
+        return np.zeros((0, len(spec.channels), side, side), np.float32)
+    union = shapely.box(*shapely.MultiPolygon([shapely.box(*b) for b in boxes]).bounds)
+    catalog = _catalog(spec, Region(union, grid.crs, "the context windows"))
+    return np.stack([read_chip_input(spec, catalog, b, (side, side)).data for b in boxes])
 
 
 class ChipMaker:
@@ -148,13 +179,9 @@ class ChipMaker:
     def _one(self, index: int) -> ChipResult:
         grid, tile = self.spec.grid, self.store.tile(index)
         bounds, shape = grid.tile_bounds(tile, halo=True), grid.tile_shape(halo=True)
-        items = self.catalog.items_for(bounds)
         sources = np.empty(shape, dtype=np.int16)
-        spec = self.spec
         try:
-            stack = read_stack(items, bounds, shape, grid.crs, spec.time,
-                               run_year(spec.start, spec.end), n_bands=len(spec.bands),
-                               sources=sources)  # fmt: skip
+            stack = read_chip_input(self.spec, self.catalog, bounds, shape, sources)
         except AssetReadError as exc:
             return ChipResult(index, False, error=f"chip {index} ({tile.id}): {exc}")
         image = stack.data
