@@ -83,7 +83,7 @@ def test_demo_runs_end_to_end(demo):
     run_id = _run_id(run.stdout)
     maps = out / "maps"
     assert sorted(p.name for p in maps.glob("*.tif")) == [
-        f"{run_id}_{kind}.tif" for kind in ("class", "confidence")
+        f"{run_id}_{kind}.tif" for kind in ("class", "confidence", "quality")
     ]
     assert (maps / "quicklook.png").read_bytes()[:4] == b"\x89PNG"
     assert validate_catalog(maps / "collection.json") >= 2
@@ -144,7 +144,8 @@ def test_readme_sample_job_succeeds_on_a_ray_cluster(demo, head_node):
     doc = json.loads(record.read_text())
     assert doc["state"] == "succeeded", doc
     cogs = sorted(p.name for p in record.parent.glob("*.tif"))
-    assert cogs == [f"{record.parent.name}_{kind}.tif" for kind in ("class", "confidence")]
+    kinds = ("class", "confidence", "quality")
+    assert cogs == [f"{record.parent.name}_{kind}.tif" for kind in kinds]
 
 
 def _run_id(stdout: str) -> str:
