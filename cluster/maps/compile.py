@@ -69,7 +69,7 @@ from rasterio.windows import Window
 
 from cluster.errors import ClusterError
 from cluster.maps.overviews import halve
-from cluster.maps.vrt import Part, write_vrt
+from cluster.maps.vrt import BLOCK, Part, write_vrt
 from cluster.predict import quality
 from cluster.predict.store import NODATA, RunAttrs, StoreLayout, TileStore
 from cluster.storage import objstore
@@ -84,9 +84,8 @@ __all__ = [
     "plan_parts",
 ]
 
-BLOCK = 512
 ARRAYS: tuple[Literal["class", "confidence"], ...] = ("class", "confidence")
-QUALITY: Literal["quality"] = "quality"  # beside ARRAYS where the store has it
+QUALITY = quality.QUALITY  # beside ARRAYS where the store has it
 _RESAMPLING = {"class": "MODE", "confidence": "AVERAGE", QUALITY: "AVERAGE"}
 _COMPRESSIONS = ("ZSTD", "DEFLATE", "LZW", "NONE")
 # Directory listing on (a cloud setting may turn it off): GDAL finds src.tif's .ovr by it.

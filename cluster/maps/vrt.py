@@ -18,9 +18,9 @@ from rasterio.crs import CRS
 
 from cluster.predict.store import NODATA, StoreLayout
 
-__all__ = ["Part", "write_vrt"]
+__all__ = ["BLOCK", "Part", "write_vrt"]
 
-BLOCK = 512  # the COGs' internal tiles (cluster.maps.compile.BLOCK)
+BLOCK = 512  # the COGs' internal tiles (compile writes them so)
 
 
 @dataclass(frozen=True)

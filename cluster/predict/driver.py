@@ -263,12 +263,8 @@ def run_predict(
     store = TileStore.create_or_open(setup.store, checked.layout, attrs)
     done = store.done_tiles()
     region = checked.region
-    summary = Summary(run_id=run_id, store=setup.store, tile_pixels=setup.grid.tile_size**2)
-    summary.retries, summary.throttled, summary.slowed = (
-        checks["retries"],
-        checks["throttled"],
-        checks["slowed"],
-    )
+    summary = Summary(run_id=run_id, store=setup.store, tile_pixels=setup.grid.tile_size**2,
+                      **checks)  # fmt: skip
     if checked.items_checked is not None:
         summary.input_check = checked.items_checked.line()
 

@@ -35,7 +35,7 @@ from cluster.imagery.temporal import TimeRecipe, run_year
 from cluster.predict.driver import connect_ray
 from cluster.storage.gdalenv import configure_gdal
 from cluster.storage.redact import redact
-from cluster.tiles.grid import Grid, Tile
+from cluster.tiles.grid import Bounds, Grid, Tile
 from cluster.tiles.region import Region
 from cluster.training.chipstore import ChipStore
 from cluster.training.labels import NODATA, Labels, LabelSpec, open_labels
@@ -43,7 +43,6 @@ from cluster.training.labels import NODATA, Labels, LabelSpec, open_labels
 __all__ = ["ChipMaker", "ChipResult", "ChipSpec", "ChipSummary", "build_chips"]
 
 log = logging.getLogger(__name__)
-Bounds = tuple[float, float, float, float]
 _MAX_REFLECTANCE = 2.0  # a band's median above this is not reflectance but DN
 
 
