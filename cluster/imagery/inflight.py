@@ -31,10 +31,11 @@ thread of the process, each fetched once.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
@@ -165,7 +166,7 @@ def dataset(href: str) -> Iterator[CachedReads]:
         # Windowed reads share decoded blocks with every other handle of the file.
         yield CachedReads(src, (href, None if "://" in href else stamp), blocks)
     except BaseException:
-        src.close()
+        _close([src])
         _forget(href, 1)
         _evict(href)
         raise
@@ -181,8 +182,24 @@ def close_datasets() -> None:
         for href, kept in _idle.items():
             _live[href] -= len(kept)
         _idle.clear()
-    for src in handles:
-        src.close()
+    _close(handles)
+
+
+# Handles left open at exit would close as the interpreter tears down, outside
+# any GDAL environment (see _close).
+atexit.register(close_datasets)
+
+
+def _close(handles: Iterable[DatasetReader]) -> None:
+    """Close ``handles`` within a GDAL environment: outside one, GDAL prints its
+    debug messages (``CPL_DEBUG``), which name the signed URL a handle was opened
+    on, straight to stderr, past rasterio's loggers and their redaction
+    (``cluster.storage.redact``)."""
+    handles = list(handles)
+    if handles:
+        with rasterio.Env(session=DummySession()):
+            for src in handles:
+                src.close()
 
 
 def _take(href: str, stamp: Stamp) -> DatasetReader | None:
@@ -207,8 +224,7 @@ def _take(href: str, stamp: Stamp) -> DatasetReader | None:
             _live[href] += 1
         if href in _idle:
             _idle.move_to_end(href)
-    for src in stale:
-        src.close()
+    _close(stale)
     return found
 
 
@@ -224,8 +240,7 @@ def _give_back(href: str, src: DatasetReader, stamp: Stamp) -> None:
             _live[oldest] -= len(kept)
             count -= len(kept)
         _returned.notify_all()
-    for old in closing:
-        old.close()
+    _close(closing)
 
 
 def _forget(href: str, n: int) -> None:
@@ -238,5 +253,4 @@ def _evict(href: str) -> None:
     with _lock:
         kept = _idle.pop(href, [])
     _forget(href, len(kept))
-    for src, _ in kept:
-        src.close()
+    _close(src for src, _ in kept)

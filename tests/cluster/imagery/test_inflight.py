@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -137,3 +139,22 @@ def test_far_away_reads_overlap_and_equal_local_ones(s3_server, regions, monkeyp
           f"({one_after_another:.1f} s one after another)")  # fmt: skip
     assert requests >= len(TILES)
     assert seconds < 0.5 * one_after_another
+
+
+def test_handles_kept_open_close_where_gdal_messages_are_logged(regions):
+    """With CPL_DEBUG on, GDAL names the (signed) URL of each handle it closes; a
+    handle closed outside a GDAL environment, as the kept ones would be at exit, has
+    that printed straight to stderr, past the redacting loggers."""
+    href = str(next(Path(regions["mosaic"]).parent.rglob("*.tif")))
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format='%(message)s')\n"
+        "from cluster.imagery import inflight\n"
+        f"with inflight.dataset({href!r}):\n"
+        "    pass\n"
+    )
+    env = {**os.environ, "CPL_DEBUG": "ON", "PYTHONPATH": str(Path(__file__).parents[3])}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, check=True)  # fmt: skip
+    assert "GDALClose" not in done.stderr, done.stderr
+    assert f"GDALClose({href}" in done.stdout, done.stdout  # logged, hence redacted
