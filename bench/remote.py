@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.*: the S3 
 from cluster.imagery.catalog import Catalog
 from cluster.imagery.providers import SCL_INVALID
 from cluster.predict.driver import RunSpec, connect_ray
-from cluster.predict.readers import TILE_WORKER_ENV, TileReader
+from cluster.predict.readers import TILE_WORKER_ENV, TileInput, TileReader
 from cluster.predict.setup import PredictorSetup, open_catalog, read_card
 from cluster.storage.gdalenv import configure_gdal
 from cluster.storage.objstore import S3StacIO
@@ -81,21 +81,39 @@ class OneReader(TileReader):
     def __init__(self, setup: PredictorSetup, cpu: int) -> None:
         pin(os.getpid(), {cpu})
         super().__init__(setup)
+        self.done: list[tuple[float, float]] = []  # (wall, process CPU) as each tile ends
 
-    def read_all(self, tile_ids: list[str]) -> tuple[float, float]:
-        """Seconds to read every tile, and the share of them the process's CPU was busy
-        (all its threads): near 1, the reader is what limits; well below, its imagery."""
+    def read(self, tile_id: str) -> TileInput:
+        tile_input = super().read(tile_id)
+        self.done.append((time.perf_counter(), time.process_time()))
+        return tile_input
+
+    def read_all(self, tile_ids: list[str], steady: bool) -> tuple[float, float]:
+        """Tiles/s over ``tile_ids``, and the share of that time the process's CPU was
+        busy (all its threads): near 1, the reader is what limits; well below, its
+        imagery. ``steady``: while all ``tiles_in_flight`` were being read (from the
+        end of the first that many tiles to the start of the last that many), as a
+        run's reader reads, its actor's batches queued back to back for hours; the
+        first tiles' wait for their first bytes and the last ones' drain, paid once
+        a run, are left out. Otherwise the whole call: a fresh reader's start."""
         start, cpu = time.perf_counter(), time.process_time()
+        self.done.clear()
         inputs = self.read_many(tile_ids)
-        seconds = time.perf_counter() - start
         failed = [i.result.error for i in inputs if not i.result.ok]
         if failed:
             raise RuntimeError(f"{len(failed)} tiles failed, e.g. {failed[0]}")
-        return seconds, (time.process_time() - cpu) / seconds
+        done = sorted(self.done)
+        k = self.setup.tiles_in_flight
+        if steady and len(done) > 2 * k + 1:
+            (start, cpu), end, n = done[k - 1], done[-k - 1], len(done) - 2 * k
+        else:
+            end, n = done[-1], len(done)
+        seconds = end[0] - start
+        return n / seconds, (end[1] - cpu) / seconds
 
     def read_cold_steady(self, cold: list[str], steady: list[str]) -> list[tuple[float, float]]:
         """:meth:`read_all` of the tiles a fresh reader starts with, then of the others."""
-        return [self.read_all(cold), self.read_all(steady)]
+        return [self.read_all(cold, steady=False), self.read_all(steady, steady=True)]
 
 
 MASK_ASSET = "scl"
@@ -170,7 +188,7 @@ def reader_rates(setup: PredictorSetup, cold: list[str], steady: list[str], busy
     finally:
         ray.kill(reader)
     busy.append(share)
-    return len(cold) / first, len(steady) / then
+    return first, then
 
 
 def odc_rate(setup: PredictorSetup, tile_ids: list[str], pools: list[int], median: bool
@@ -308,7 +326,8 @@ def measure(
                 spec, stores = replace(run_spec, setup=setup), out / f"{name}-{where}"
                 fed = median_of(args.repeats, partial(fed_rate, spec, stores))
                 line += f", a run fed {fed:.2f} tiles/s"
-            print(f"{line} ({len(tile_ids)} tiles steady)", flush=True)
+            timed = len(tile_ids) - 2 * args.tiles_in_flight
+            print(f"{line} ({timed} of {len(tile_ids)} tiles timed steady)", flush=True)
         for where in ("local", 50.0) if importlib.util.find_spec("odc.stac") else ():
             setup = local if where == "local" else remote
             if where != "local":
