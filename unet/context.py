@@ -13,7 +13,7 @@ carried far by the deepest levels), which the gradient against the inputs
 does not; and it is measured on windows as wide as the model sees
 (:func:`window_side`), read as its inputs are: on training chips, narrower,
 the far context is padding, and a depth-4 model measured there needed 46 px
-where windows of the imagery show 72.
+where 16 windows of the imagery show 88.
 
 A U-Net is not shift-invariant: max-pools and strided up-convolutions see the
 image on a lattice of ``2**depth`` px, and shifting the lattice moves
